@@ -1,0 +1,1 @@
+"""SimSiam self-supervised pretraining in JAX/Flax."""

@@ -1,0 +1,1 @@
+"""Input pipelines: TFDS/tf.data two-view pipelines and in-memory sources."""

@@ -1,0 +1,48 @@
+"""Command line: flags, distributed start-up, then one call.
+
+  python -m simsiam_jax.main --config=configs/imagenet.py --workdir=DIR \
+      [--config.batch_size=256 ...]
+
+Multi-process: start the same command on every host; on Cloud TPU pods and
+under SLURM set SIMSIAM_DISTRIBUTED=1, elsewhere pass --coordinator_address,
+--num_processes and --process_id (or the JAX_* environment variables).
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from simsiam_jax import parallel
+from simsiam_jax import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/imagenet.py.', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Where logs, checkpoints and summaries go.')
+flags.DEFINE_string('coordinator_address', '', 'host:port of process 0.')
+flags.DEFINE_integer('num_processes', 0, 'Number of processes (multi-host).')
+flags.DEFINE_integer('process_id', -1, 'Index of this process (multi-host).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+MODES = {'pretrain': train.train_and_evaluate}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  parallel.initialize_distributed(FLAGS.coordinator_address,
+                                  FLAGS.num_processes, FLAGS.process_id)
+  config = FLAGS.config
+  if config.mode not in MODES:
+    raise app.UsageError(f'config.mode must be one of {sorted(MODES)}, '
+                         f'got {config.mode!r}.')
+  logging.info('Config:\n%s', config)
+  summary = MODES[config.mode](config, FLAGS.workdir)
+  if jax.process_index() == 0:
+    logging.info('Done: %s', summary)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,89 @@
+"""Metric writers: TensorBoard through clu when TensorFlow is there, always a JSONL log.
+
+clu's writers import TensorFlow; the trainer must also run where there is
+none (the data then comes from memory), so clu is imported lazily and, if that
+fails, metrics go to the log and `metrics.jsonl` only.
+"""
+
+import json
+import os
+from typing import Any, Mapping
+
+from absl import logging
+import numpy as np
+
+METRICS_FILE = 'metrics.jsonl'
+
+
+class JsonlWriter:
+  """Appends one JSON line per write: {"step": s, name: value, ...}.
+
+  Read back by `read_metrics` (plots, summaries, tests) without TensorBoard.
+  """
+
+  def __init__(self, workdir: str):
+    self._path = os.path.join(workdir, METRICS_FILE)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    row = {'step': int(step)}
+    row.update({k: float(np.asarray(v)) for k, v in scalars.items()})
+    with open(self._path, 'a') as f:
+      f.write(json.dumps(row) + '\n')
+
+  def write_hparams(self, hparams: Mapping[str, Any]):
+    del hparams  # the config is saved as config.json beside it.
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+class LoggingWriter(JsonlWriter):
+  """Fallback for the TensorBoard writer: scalars to the absl log."""
+
+  def __init__(self):  # pylint: disable=super-init-not-called
+    pass
+
+  def write_scalars(self, step, scalars):
+    logging.info('[%d] %s', step, ', '.join(
+        f'{k}={float(np.asarray(v)):.6g}' for k, v in sorted(scalars.items())))
+
+
+class MultiWriter:
+  """Fans every call out to several writers."""
+
+  def __init__(self, writers):
+    self.writers = list(writers)
+
+  def __getattr__(self, name):
+    def call(*args, **kwargs):
+      for w in self.writers:
+        getattr(w, name)(*args, **kwargs)
+    return call
+
+
+def create_writer(workdir: str, is_chief: bool) -> MultiWriter:
+  """TensorBoard + log + metrics.jsonl on the chief; nothing elsewhere."""
+  if not is_chief:
+    return MultiWriter([])
+  os.makedirs(workdir, exist_ok=True)
+  writers = [JsonlWriter(workdir)]
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    writers.append(metric_writers.create_default_writer(workdir))
+  except ImportError as e:
+    logging.warning('TensorBoard events not written (%s); metrics go to the log '
+                    'and %s.', e, METRICS_FILE)
+    writers.append(LoggingWriter())
+  return MultiWriter(writers)
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """All rows of `metrics.jsonl`, in the order written."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

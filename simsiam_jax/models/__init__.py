@@ -1,0 +1,1 @@
+"""SimSiam models: ResNet backbones, MLP heads and the two-view network."""

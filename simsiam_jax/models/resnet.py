@@ -1,0 +1,159 @@
+"""ResNet backbones (He et al. 2016) in Flax Linen, laid out as torchvision's.
+
+The parameter layout follows torchvision's ResNet (v1.5: the stride of a
+bottleneck block sits on its 3x3 convolution; convolutions have no bias), so
+parameter counts match torchvision and weights can be moved across. The
+classifier is left out: the backbone returns the pooled feature
+(512 for ResNet-18/34, 2048 for ResNet-50 and deeper).
+"""
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# torchvision's ResNet initialises convolutions with kaiming_normal(fan_out).
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+# Blocks per stage and block type of the standard depths.
+STAGE_SIZES = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+
+
+def feature_dim(depth: int, width: int = 64) -> int:
+  """Width of the pooled feature of a ResNet of this depth and base width."""
+  return width * 8 * (4 if depth >= 50 else 1)
+
+
+def TorchConv(features: int, kernel_size: Sequence[int], strides: int = 1,
+              **kwargs) -> nn.Conv:
+  """A bias-free convolution padded as torch's Conv2d(padding=k // 2).
+
+  Flax's 'SAME' pads a strided convolution asymmetrically, torch
+  symmetrically; torch's padding keeps outputs equal to torchvision's.
+  """
+  padding = [(k // 2, k // 2) for k in kernel_size]
+  return nn.Conv(features, kernel_size, (strides, strides), padding=padding,
+                 use_bias=False, kernel_init=conv_init, **kwargs)
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convolutions; used by ResNet-18 and ResNet-34."""
+  filters: int
+  strides: int
+  conv: Callable[..., nn.Module]
+  norm: Callable[..., nn.Module]
+  zero_init_residual: bool
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = self.conv(self.filters, (3, 3), self.strides, name='conv1')(x)
+    y = nn.relu(self.norm(name='bn1')(y))
+    y = self.conv(self.filters, (3, 3), name='conv2')(y)
+    # A zero scale makes each block start as the identity (torchvision's
+    # zero_init_residual, used by the official SimSiam code).
+    y = self.norm(name='bn2', scale_init=_last_bn_scale_init(
+        self.zero_init_residual))(y)
+    if residual.shape != y.shape:
+      residual = self.conv(self.filters, (1, 1), self.strides,
+                           name='downsample_conv')(residual)
+      residual = self.norm(name='downsample_bn')(residual)
+    return nn.relu(residual + y)
+
+
+class BottleneckBlock(nn.Module):
+  """1x1 -> 3x3 (strided) -> 1x1 with 4x expansion; ResNet-50 and deeper."""
+  filters: int
+  strides: int
+  conv: Callable[..., nn.Module]
+  norm: Callable[..., nn.Module]
+  zero_init_residual: bool
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = self.conv(self.filters, (1, 1), name='conv1')(x)
+    y = nn.relu(self.norm(name='bn1')(y))
+    y = self.conv(self.filters, (3, 3), self.strides, name='conv2')(y)
+    y = nn.relu(self.norm(name='bn2')(y))
+    y = self.conv(self.filters * 4, (1, 1), name='conv3')(y)
+    y = self.norm(name='bn3', scale_init=_last_bn_scale_init(
+        self.zero_init_residual))(y)
+    if residual.shape != y.shape:
+      residual = self.conv(self.filters * 4, (1, 1), self.strides,
+                           name='downsample_conv')(residual)
+      residual = self.norm(name='downsample_bn')(residual)
+    return nn.relu(residual + y)
+
+
+def _last_bn_scale_init(zero: bool):
+  return nn.initializers.zeros if zero else nn.initializers.ones
+
+
+class ResNet(nn.Module):
+  """ResNet backbone without the classifier.
+
+  Attributes:
+    depth: 18, 34, 50, 101 or 152 (picks the block type and default stages).
+    width: channels of the first stage (64 in the standard networks).
+    stage_sizes: blocks per stage; empty for the standard ones of `depth`.
+    stem: 'imagenet' (7x7/2 conv + 3x3/2 max-pool) or 'cifar' (3x3 conv,
+      stride `cifar_stem_stride`, no pool).
+    cifar_stem_stride: stride of the cifar stem (1 as in the paper).
+    zero_init_residual: zero-init the last BN scale of every block.
+    dtype: compute dtype (e.g. bfloat16).
+    param_dtype: parameter dtype (float32).
+    bn_momentum: running-average decay (torch's momentum 0.1 is 0.9 here).
+    bn_axis_name: axis to average BN statistics over when the model runs
+      under shard_map/pmap; None under jit, where a sharded batch already
+      gives global statistics.
+  """
+  depth: int = 50
+  width: int = 64
+  stage_sizes: Sequence[int] = ()
+  stem: str = 'imagenet'
+  cifar_stem_stride: int = 1
+  zero_init_residual: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  bn_momentum: float = 0.9
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    """Maps images [B, H, W, C] to pooled features [B, feature_dim]."""
+    if self.depth not in STAGE_SIZES:
+      raise ValueError(f'ResNet depth must be one of {sorted(STAGE_SIZES)}, '
+                       f'got {self.depth}.')
+    stage_sizes = tuple(self.stage_sizes) or STAGE_SIZES[self.depth]
+    block = BottleneckBlock if self.depth >= 50 else BasicBlock
+    conv = functools.partial(TorchConv, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                    momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype,
+                    param_dtype=self.param_dtype, axis_name=self.bn_axis_name)
+
+    x = jnp.asarray(x, self.dtype)
+    if self.stem == 'imagenet':
+      x = conv(self.width, (7, 7), 2, name='conv1')(x)
+      x = nn.relu(norm(name='bn1')(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    elif self.stem == 'cifar':
+      x = conv(self.width, (3, 3), self.cifar_stem_stride, name='conv1')(x)
+      x = nn.relu(norm(name='bn1')(x))
+    else:
+      raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
+
+    for i, num_blocks in enumerate(stage_sizes):
+      for j in range(num_blocks):
+        strides = 2 if i > 0 and j == 0 else 1
+        x = block(self.width * 2**i, strides, conv, norm,
+                  self.zero_init_residual, name=f'layer{i + 1}_{j}')(x)
+    return jnp.mean(x, axis=(1, 2))

@@ -1,0 +1,245 @@
+"""SimSiam pretraining: train state, the sharded train step and the loop.
+
+`train_and_evaluate(config, workdir)` is what the CLI, tests and notebooks
+call. Nothing here imports TensorFlow: with an in-memory source the trainer
+runs where TensorFlow is absent.
+"""
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from simsiam_jax import losses
+from simsiam_jax import metrics_io
+from simsiam_jax import optim
+from simsiam_jax import parallel
+from simsiam_jax.data import input_pipeline
+from simsiam_jax.models import simsiam
+
+SUMMARY_FILE = 'summary.json'
+
+
+class TrainState(train_state.TrainState):
+  """Params, optimiser state and step, plus BatchNorm running statistics."""
+  batch_stats: Any
+
+
+def create_train_state(model: simsiam.SimSiam, tx: optax.GradientTransformation,
+                       rng: jax.Array, image_shape: tuple[int, int, int],
+                       mesh: jax.sharding.Mesh) -> TrainState:
+  """Initialises the state directly in its replicated layout on the mesh.
+
+  The initialisation is jitted: eager Flax init dispatches op by op and is
+  many times slower.
+  """
+  def init(rng):
+    x = jnp.zeros((2, *image_shape), jnp.float32)
+    variables = model.init(rng, x, x, train=True)
+    return TrainState.create(apply_fn=model.apply, params=variables['params'],
+                             batch_stats=variables['batch_stats'], tx=tx)
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(rng)
+
+
+def train_step(state: TrainState, batch: dict, *,
+               loss_config: ml_collections.ConfigDict,
+               schedule: optax.Schedule):
+  """One SGD step on a global batch of two views.
+
+  Args:
+    state: the replicated train state.
+    batch: {'view1', 'view2': [B, H, W, C]}, sharded along B.
+    loss_config: `config.loss` (stop_gradient, symmetric, similarity).
+    schedule: learning rate per step, for logging.
+
+  Returns:
+    (new state, metrics of this step: scalars).
+  """
+  def loss_fn(params):
+    variables = {'params': params, 'batch_stats': state.batch_stats}
+    (z1, z2, p1, p2), updates = state.apply_fn(
+        variables, batch['view1'], batch['view2'], train=True,
+        mutable=['batch_stats'])
+    loss = losses.simsiam_loss(
+        p1, p2, z1, z2, stop_gradient=loss_config.stop_gradient,
+        symmetric=loss_config.symmetric, similarity=loss_config.similarity)
+    return loss, (updates['batch_stats'], z1)
+
+  (loss, (batch_stats, z1)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  metrics = {
+      'loss': loss,
+      'collapse_std': losses.collapse_std(z1),
+      'learning_rate': schedule(state.step),
+      'grad_norm': optax.global_norm(grads),
+  }
+  return new_state, metrics
+
+
+def make_train_step(config: ml_collections.ConfigDict, mesh, schedule):
+  """The train step jitted over the mesh: batch sharded, state replicated and donated."""
+  step = functools.partial(train_step, loss_config=config.loss,
+                           schedule=schedule)
+  return jax.jit(step,
+                 in_shardings=(parallel.replicated(mesh),
+                               parallel.data_sharded(mesh)),
+                 out_shardings=(parallel.replicated(mesh),
+                                parallel.replicated(mesh)),
+                 donate_argnums=0)
+
+
+def num_steps(config: ml_collections.ConfigDict, num_train_examples: int):
+  """(steps_per_epoch, num_train_steps) from the config and the data size."""
+  steps_per_epoch = num_train_examples // config.batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(
+        f'batch_size={config.batch_size} is larger than the training split '
+        f'({num_train_examples} examples): lower --config.batch_size.')
+  if config.num_train_steps > 0:
+    return steps_per_epoch, config.num_train_steps
+  return steps_per_epoch, int(config.num_epochs * steps_per_epoch)
+
+
+class Progress:
+  """Images/s, steps/s and ETA from wall time, the first (compiling) step apart."""
+
+  def __init__(self, num_train_steps: int, global_batch_size: int):
+    self.num_train_steps = num_train_steps
+    self.batch = global_batch_size
+    self.t_start = time.perf_counter()
+    self.first_step_s = None
+    self._mark = None  # (step, time) of the last report
+
+  def first_step_done(self, step: int):
+    now = time.perf_counter()
+    self.first_step_s = now - self.t_start
+    self._mark = (step, now)
+
+  def rate(self, step: int) -> dict:
+    """Throughput since the last call; resets the window."""
+    last_step, last_t = self._mark
+    now = time.perf_counter()
+    steps_per_s = (step - last_step) / max(now - last_t, 1e-9)
+    self._mark = (step, now)
+    eta = (self.num_train_steps - step) / max(steps_per_s, 1e-9)
+    return {'steps_per_sec': steps_per_s,
+            'images_per_sec': steps_per_s * self.batch, 'eta_s': eta}
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'
+
+
+def _check_finite(losses_in_window: list, first_step: int):
+  """Raises naming the first step whose loss is not finite."""
+  values = np.asarray(jax.device_get(losses_in_window))
+  bad = np.flatnonzero(~np.isfinite(values))
+  if bad.size:
+    step = first_step + int(bad[0])
+    raise FloatingPointError(
+        f'Loss is {values[bad[0]]} at step {step}: training stopped and this '
+        'state is not saved. Lower optim.base_lr, use float32, or check the '
+        'input data.')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Pretrains SimSiam as `config` says; writes logs and summary.json to `workdir`.
+
+  Returns:
+    The final summary (also in `workdir/summary.json`).
+  """
+  mesh = parallel.create_mesh()
+  local_batch = parallel.check_batch_size(config.batch_size, mesh)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    _prepare_workdir(workdir, config)
+
+  train_iter, num_examples, image_shape = input_pipeline.create_train_iterator(
+      config, local_batch)
+  steps_per_epoch, num_train_steps = num_steps(config, num_examples)
+  model = simsiam.create_model(config.model)
+  tx, schedule = optim.create_optimizer(config, steps_per_epoch,
+                                        num_train_steps)
+  rng = jax.random.key(config.seed)
+  state = create_train_state(model, tx, rng, image_shape, mesh)
+  p_train_step = make_train_step(config, mesh, schedule)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info('SimSiam ResNet-%d: %.2fM parameters; %d steps of global batch '
+               '%d (%d per process, %d per device); %d steps per epoch.',
+               config.model.depth, num_params / 1e6, num_train_steps,
+               config.batch_size, local_batch,
+               config.batch_size // mesh.devices.size, steps_per_epoch)
+
+  writer = metrics_io.create_writer(workdir, is_chief)
+  report = _report_progress(num_train_steps, writer) if is_chief else None
+  progress = Progress(num_train_steps, config.batch_size)
+  window, window_start = [], int(state.step)
+  last = {}
+  for step in range(int(state.step), num_train_steps):
+    batch = parallel.host_to_global(next(train_iter), mesh)
+    state, metrics = p_train_step(state, batch)
+    window.append(metrics)
+    if step == 0:
+      jax.block_until_ready(metrics)
+      progress.first_step_done(1)
+      logging.info('First step (compile + run) took %.1f s.',
+                   progress.first_step_s)
+    if report is not None:
+      report(step + 1)
+    if (step + 1) % config.log_every_steps == 0 or step + 1 == num_train_steps:
+      _check_finite([m['loss'] for m in window], window_start + 1)
+      last = {k: float(np.mean(jax.device_get([m[k] for m in window])))
+              for k in window[0]}
+      last.update(progress.rate(step + 1))
+      writer.write_scalars(step + 1, {**last, 'epoch': (step + 1) / steps_per_epoch})
+      logging.info(
+          'step %d/%d (epoch %.2f) | loss %.4f | collapse_std %.3f | lr %.4g | '
+          '%.0f img/s | ETA %s', step + 1, num_train_steps,
+          (step + 1) / steps_per_epoch, last['loss'], last['collapse_std'],
+          last['learning_rate'], last['images_per_sec'],
+          _format_eta(last['eta_s']))
+      window, window_start = [], step + 1
+
+  summary = {'step': int(state.step), 'num_train_steps': num_train_steps,
+             'epochs': int(state.step) / steps_per_epoch,
+             'first_step_s': progress.first_step_s,
+             'wall_time_s': time.perf_counter() - progress.t_start, **last}
+  writer.flush()
+  if is_chief:
+    with open(os.path.join(workdir, SUMMARY_FILE), 'w') as f:
+      json.dump(summary, f, indent=2)
+  return summary
+
+
+def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict):
+  """Creates the workdir and saves the config; a clear error if it cannot."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  except OSError as e:
+    raise OSError(f'Cannot write to workdir {workdir!r} ({e}). Pass a '
+                  'writable --workdir.') from e
+
+
+def _report_progress(num_train_steps: int, writer):
+  """clu's ReportProgress (steps/s and ETA to TensorBoard) when clu imports."""
+  try:
+    from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return periodic_actions.ReportProgress(num_train_steps=num_train_steps,
+                                         writer=writer, every_secs=60.0)
