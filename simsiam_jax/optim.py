@@ -42,17 +42,16 @@ def create_schedule(optim_config: ml_collections.ConfigDict, peak_lr: float,
     raise ValueError(f'warm-up ({warmup_steps} steps) must be shorter than the '
                      f'run ({num_train_steps} steps): lower optim.warmup_epochs.')
 
-  def cosine(step):
+  def schedule(step):
     # The cosine runs after the warm-up, over the remaining steps.
-    if kind == 'cosine_epoch':
-      step = (step // steps_per_epoch) * steps_per_epoch
-    t = jnp.clip((step - warmup_steps) / (num_train_steps - warmup_steps), 0, 1)
-    return peak_lr * 0.5 * (1 + jnp.cos(math.pi * t))
+    at = (step // steps_per_epoch) * steps_per_epoch if kind == 'cosine_epoch' else step
+    t = jnp.clip((at - warmup_steps) / (num_train_steps - warmup_steps), 0, 1)
+    lr = peak_lr * 0.5 * (1 + jnp.cos(math.pi * t))
+    if warmup_steps:
+      lr = jnp.where(step < warmup_steps, peak_lr * step / warmup_steps, lr)
+    return lr
 
-  if warmup_steps == 0:
-    return cosine
-  warmup = optax.linear_schedule(0.0, peak_lr, warmup_steps)
-  return optax.join_schedules([warmup, cosine], [warmup_steps])
+  return schedule
 
 
 def param_labels(params) -> dict:

@@ -1,0 +1,19 @@
+"""Test set-up: 8 simulated CPU devices, configured before JAX starts."""
+
+import os
+
+# Must run before the first `import jax` anywhere in the test session.
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def eight_devices():
+  assert jax.device_count() == 8, (
+      'tests expect 8 simulated devices; XLA_FLAGS was set too late')

@@ -1,0 +1,55 @@
+"""The command line, end to end, as a user runs it (subprocesses)."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def _run(*args, timeout=300):
+  return subprocess.run(
+      [sys.executable, '-m', 'simsiam_jax.main', *args], cwd=REPO_ROOT,
+      capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('tiny')
+  result = _run('--config=configs/tiny.py', f'--workdir={workdir}',
+                '--config.num_train_steps=6', '--config.log_every_steps=3')
+  return result, workdir
+
+
+def test_cli_trains_and_writes_summary_and_events(tiny_run):
+  result, workdir = tiny_run
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert summary['step'] == 6
+  assert -1 <= summary['loss'] <= 1
+  assert summary['images_per_sec'] > 0
+  assert 'collapse_std' in summary
+  assert glob.glob(str(workdir / 'events.out.tfevents.*'))
+  # The progress line a user watches.
+  assert 'img/s' in result.stderr and 'ETA' in result.stderr
+  assert '8 global devices' in result.stderr
+  assert json.loads((workdir / 'config.json').read_text())['batch_size'] == 16
+
+
+def test_cli_rejects_unknown_config_field(tmp_path):
+  result = _run('--config=configs/tiny.py', f'--workdir={tmp_path}',
+                '--config.batch_sise=32', timeout=120)
+  assert result.returncode != 0
+  assert 'batch_sise' in result.stderr
+
+
+def test_cli_rejects_indivisible_batch(tmp_path):
+  result = _run('--config=configs/tiny.py', f'--workdir={tmp_path}',
+                '--config.batch_size=12', timeout=120)
+  assert result.returncode != 0
+  assert 'not divisible by the 8 devices' in result.stderr
+  assert not os.path.exists(tmp_path / 'summary.json')

@@ -1,0 +1,120 @@
+"""The sharded train step: device-count invariance, start-up checks, the loop."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import imagenet
+from configs import tiny
+from simsiam_jax import optim
+from simsiam_jax import parallel
+from simsiam_jax import train
+from simsiam_jax.data import input_pipeline
+from simsiam_jax.data import synthetic
+from simsiam_jax.models import simsiam
+
+
+def _one_step(config, devices, batch):
+  """State after one train step on a mesh over `devices`, fetched to host."""
+  mesh = parallel.create_mesh(devices)
+  model = simsiam.create_model(config.model)
+  tx, schedule = optim.create_optimizer(config, steps_per_epoch=16,
+                                        num_train_steps=64)
+  shape = batch['view1'].shape[1:]
+  state = train.create_train_state(model, tx, jax.random.key(0), shape, mesh)
+  step = train.make_train_step(config, mesh, schedule)
+  state, metrics = step(state, parallel.host_to_global(batch, mesh))
+  return jax.device_get((state.params, state.batch_stats, state.opt_state,
+                         metrics))
+
+
+@pytest.fixture(scope='module')
+def one_vs_eight():
+  config = tiny.get_config()
+  batch = next(synthetic.two_view_batches(64, 16, 3, 16, seed=0))
+  batch = {k: batch[k] for k in ('view1', 'view2')}
+  return (_one_step(config, jax.devices()[:1], batch),
+          _one_step(config, jax.devices(), batch))
+
+
+def _max_abs_diff(a, b):
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_one_and_eight_devices_agree(one_vs_eight):
+  """Same global batch: same loss, parameters and (global) BN statistics."""
+  (p1, bs1, opt1, m1), (p8, bs8, opt8, m8) = one_vs_eight
+  np.testing.assert_allclose(m1['loss'], m8['loss'], rtol=1e-5, atol=1e-6)
+  assert _max_abs_diff(p1, p8) < 1e-5
+  assert _max_abs_diff(bs1, bs8) < 1e-5
+  assert _max_abs_diff(opt1, opt8) < 1e-5
+  # The step did change something, so the comparison is not vacuous.
+  assert _max_abs_diff(bs1, jax.tree.map(np.zeros_like, bs1)) > 0
+
+
+def test_metrics_are_sane(one_vs_eight):
+  (_, _, _, m), _ = one_vs_eight
+  assert -1.0 <= float(m['loss']) <= 1.0
+  assert 0.0 < float(m['collapse_std']) <= 1.5
+  np.testing.assert_allclose(m['learning_rate'],
+                             optim.scaled_lr(0.05, 16), rtol=1e-6)
+
+
+def test_indivisible_batch_is_a_startup_error():
+  mesh = parallel.create_mesh()
+  with pytest.raises(ValueError, match=r'batch_size=12 .* 8 devices.*multiple'):
+    parallel.check_batch_size(12, mesh)
+  assert parallel.check_batch_size(16, mesh) == 16
+
+
+def test_batch_larger_than_dataset_is_an_error():
+  config = tiny.get_config()
+  config.batch_size = 512
+  with pytest.raises(ValueError, match='larger than the training split'):
+    train.num_steps(config, 256)
+
+
+def test_num_steps_from_epochs():
+  config = tiny.get_config()
+  config.num_train_steps = -1
+  config.num_epochs = 3.0
+  assert train.num_steps(config, 256) == (16, 48)
+
+
+def test_imagenet_config_runs_one_step_at_reduced_size():
+  config = imagenet.get_config()
+  config.batch_size = 8
+  config.data.image_size = 32
+  batch = next(synthetic.two_view_batches(8, 32, 3, 8, seed=0))
+  batch = {k: batch[k] for k in ('view1', 'view2')}
+  params, _, _, metrics = _one_step(config, jax.devices(), batch)
+  assert np.isfinite(metrics['loss'])
+  assert params['projector']['dense2']['kernel'].shape == (2048, 2048)
+  assert params['predictor']['dense0']['kernel'].shape == (2048, 512)
+
+
+def test_nonfinite_loss_stops_naming_the_step(tmp_path, monkeypatch):
+  config = tiny.get_config()
+  config.num_train_steps = 6
+  config.log_every_steps = 3
+  real = input_pipeline.create_train_iterator
+
+  def poisoned(config, local_batch, start_step=0):
+    it, n, shape = real(config, local_batch, start_step)
+    def gen():
+      for i, batch in enumerate(it):
+        if i == 4:  # the 5th step
+          batch = dict(batch, view1=np.full_like(batch['view1'], np.nan))
+        yield batch
+    return gen(), n, shape
+
+  monkeypatch.setattr(input_pipeline, 'create_train_iterator', poisoned)
+  with pytest.raises(FloatingPointError, match='at step 5'):
+    train.train_and_evaluate(config, str(tmp_path))
+  rows = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  assert [r['step'] for r in rows if 'loss' in r] == [3]
+  assert not os.path.exists(tmp_path / train.SUMMARY_FILE)
