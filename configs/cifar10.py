@@ -19,5 +19,10 @@ def get_config():
   c.model.pred_hidden_dim = 512
   c.optim.base_lr = 0.03
   c.optim.weight_decay = 5e-4
+  c.data.dataset = 'cifar10'
   c.data.image_size = 32
+  c.data.cache = True
+  c.data.aug.blur_prob = 0.0       # no blur for CIFAR (paper appendix)
+  c.data.aug.mean = (0.4914, 0.4822, 0.4465)
+  c.data.aug.std = (0.2470, 0.2435, 0.2616)
   return c

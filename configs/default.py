@@ -53,8 +53,35 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim.lars_eps = 0.0           # LARS only
 
   c.data = ml_collections.ConfigDict()
-  c.data.dataset = 'synthetic'     # 'synthetic' (in memory)
+  c.data.dataset = 'synthetic'     # 'synthetic' (in memory), 'fashion_mnist_debian', or a TFDS name
+  c.data.data_dir = ''             # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets)
+  c.data.manual_dir = ''           # files for manual-download datasets (imagenet2012)
+  c.data.allow_download = False    # let TFDS download (only tried if the network answers)
+  c.data.train_split = 'train'     # split to pretrain on
+  c.data.eval_split = 'test'       # split the kNN monitor / probe evaluates on
   c.data.image_size = 224          # training crop size
-  c.data.channels = 3              # image channels fed to the network
+  c.data.channels = 3              # image channels fed to the network (grayscale is repeated)
+  c.data.decode_jpeg_crop = False  # data are JPEG bytes: fused decode-and-crop (ImageNet)
+  c.data.eval_crop_fraction = 0.875  # ImageNet eval: resize to size/0.875 (256), centre crop
+  c.data.cache = False             # cache decoded examples in memory (small data sets)
+  c.data.shuffle_buffer = 16384    # examples in the shuffle buffer
+  c.data.num_workers = 0           # tf.data threads; 0 = TensorFlow's default
   c.data.synthetic_num_examples = 1024  # size of the synthetic train split
+
+  c.data.aug = ml_collections.ConfigDict()  # the two-view recipe (ImageNet values)
+  c.data.aug.crop_scale = (0.2, 1.0)       # RandomResizedCrop area fraction
+  c.data.aug.crop_ratio = (3 / 4, 4 / 3)   # RandomResizedCrop aspect ratio (log-uniform)
+  c.data.aug.flip_prob = 0.5               # horizontal flip
+  c.data.aug.jitter_prob = 0.8             # ColorJitter probability
+  c.data.aug.brightness = 0.4              # factor U(1-b, 1+b), multiplicative
+  c.data.aug.contrast = 0.4                # factor U(1-c, 1+c)
+  c.data.aug.saturation = 0.4              # factor U(1-s, 1+s)
+  c.data.aug.hue = 0.1                     # shift U(-h, h) of a turn
+  c.data.aug.grayscale_prob = 0.2          # RandomGrayscale
+  c.data.aug.blur_prob = 0.5               # Gaussian blur (0 turns it off)
+  c.data.aug.blur_sigma_min = 0.1          # blur sigma range
+  c.data.aug.blur_sigma_max = 2.0
+  c.data.aug.blur_kernel_size = 23         # odd; about 10% of the image size
+  c.data.aug.mean = (0.485, 0.456, 0.406)  # normalisation (ImageNet statistics)
+  c.data.aug.std = (0.229, 0.224, 0.225)
   return c

@@ -19,5 +19,11 @@ def get_config():
   c.optim.base_lr = 0.05
   c.optim.weight_decay = 1e-4
   c.optim.fix_pred_lr = True
+  c.data.dataset = 'imagenet2012'
+  c.data.manual_dir = ''           # folder with ILSVRC2012_img_{train,val}.tar
+  c.data.decode_jpeg_crop = True   # decode only the crop window
   c.data.image_size = 224
+  c.data.eval_split = 'validation'
+  c.data.aug.blur_prob = 0.5
+  c.data.aug.blur_kernel_size = 23
   return c

@@ -1,7 +1,7 @@
 """Picks the training source named by `config.data.dataset`.
 
 'synthetic' is in memory and needs no TensorFlow; every other name goes
-through TFDS and tf.data (imported only then).
+through TFDS and tf.data, imported only then.
 """
 
 from typing import Iterator
@@ -15,14 +15,23 @@ from simsiam_jax.data import synthetic
 def create_train_iterator(config: ml_collections.ConfigDict,
                           local_batch_size: int, start_step: int = 0
                           ) -> tuple[Iterator[dict], int, tuple[int, int, int]]:
-  """Returns (per-process batch iterator, train examples, image shape HWC)."""
+  """Returns (per-process batch iterator, train examples, image shape HWC).
+
+  Batches are {'view1', 'view2': [b, H, W, C] float32, 'label': [b]} with b
+  the per-process batch; batch `start_step` comes first.
+  """
   dc = config.data
+  shape = (dc.image_size, dc.image_size, dc.channels)
   if dc.dataset == 'synthetic':
-    shape = (dc.image_size, dc.image_size, dc.channels)
     it = synthetic.two_view_batches(
         dc.synthetic_num_examples, dc.image_size, dc.channels,
         local_batch_size, seed=config.seed,
         process_index=jax.process_index(), start_step=start_step)
     return it, dc.synthetic_num_examples, shape
-  raise ValueError(
-      f"Unknown dataset {dc.dataset!r}. Use data.dataset='synthetic'.")
+  from simsiam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  builder = pipeline.get_builder(dc)
+  ds = pipeline.train_dataset(dc, builder, config.seed, local_batch_size,
+                              jax.process_index(), jax.process_count(),
+                              start_step)
+  return (pipeline.as_numpy(ds), pipeline.num_examples(builder, dc.train_split),
+          shape)

@@ -1,0 +1,207 @@
+"""tf.data over TFDS: two augmented views per image, sharded per process.
+
+The only module that imports TensorFlow for training; the trainer imports it
+only for TFDS datasets. Train batches are {'view1', 'view2': [b, S, S, 3]
+float32 normalised, 'label': [b]} with b the per-process batch; evaluation
+batches are {'image', 'label', 'mask'}.
+"""
+
+import os
+import socket
+
+from absl import logging
+import ml_collections
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from simsiam_jax.data import augment
+from simsiam_jax.data import fashion_mnist
+
+# TF must not grab the accelerators JAX uses.
+tf.config.set_visible_devices([], 'GPU')
+
+OURS = {'fashion_mnist_debian': fashion_mnist.FashionMnistDebian}
+
+
+class DatasetNotReady(RuntimeError):
+  """A dataset is neither prepared nor obtainable without a long download."""
+
+
+def _online(host: str = 'storage.googleapis.com', timeout: float = 3.0) -> bool:
+  try:
+    socket.create_connection((host, 443), timeout).close()
+    return True
+  except OSError:
+    return False
+
+
+def get_builder(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The TFDS builder of `dc.dataset`, prepared, or a fast and clear error.
+
+  Our offline builders prepare themselves from local files once. Datasets
+  with manual downloads (imagenet2012) prepare from `dc.manual_dir`. Others
+  download only if `dc.allow_download` and the network answers within
+  seconds; TFDS would otherwise retry for minutes.
+  """
+  data_dir = dc.data_dir or None
+  if dc.dataset in OURS:
+    builder = OURS[dc.dataset](data_dir=data_dir)
+  else:
+    try:
+      builder = tfds.builder(dc.dataset, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+      raise ValueError(f'Unknown dataset {dc.dataset!r}: not a TFDS name nor '
+                       f'one of ours ({sorted(OURS)}).') from e
+  if builder.is_prepared():
+    return builder
+  _prepare(builder, dc)
+  return builder
+
+
+def _prepare(builder, dc):
+  name = builder.name
+  where = builder.data_dir
+  manual_dir = dc.manual_dir
+  if isinstance(builder, fashion_mnist.FashionMnistDebian):
+    manual_dir = manual_dir or fashion_mnist.DEBIAN_DIR
+    missing = fashion_mnist.missing_files(manual_dir)
+    if missing:
+      raise DatasetNotReady(
+          f'{name}: files {missing} are not in {manual_dir}. Install them with '
+          '`apt-get update && apt-get install -y dataset-fashion-mnist` (or '
+          'run `make data`), or set --config.data.manual_dir to a folder '
+          'holding them.')
+  elif builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+    if not manual_dir or not os.path.isdir(manual_dir):
+      raise DatasetNotReady(
+          f'{name} needs a manual download: set --config.data.manual_dir to '
+          f'the folder with its files. TFDS says: '
+          f'{builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}')
+  elif not dc.allow_download or not _online():
+    raise DatasetNotReady(
+        f'{name} is not prepared in {where} and cannot be downloaded here '
+        f'(allow_download={dc.allow_download}, network unreachable or off). '
+        f'On a machine with internet run `tfds build {name} --data_dir=DIR`, '
+        'copy DIR here and pass --config.data.data_dir=DIR.')
+  logging.info('Preparing %s once in %s ...', name, where)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=manual_dir or None))
+
+
+def num_examples(builder, split: str) -> int:
+  return builder.info.splits[split].num_examples
+
+
+def _decoders(dc):
+  # ImageNet: keep the JPEG bytes so the crop is decoded alone (fused op).
+  return {'image': tfds.decode.SkipDecoding()} if dc.decode_jpeg_crop else None
+
+
+def _decode(example, builder):
+  """Image as float32 [H, W, 3] in [0, 1]; grayscale is repeated to 3 channels."""
+  image = tf.cast(example['image'], tf.float32) / 255.0
+  if builder.info.features['image'].shape[-1] == 1:
+    image = tf.image.grayscale_to_rgb(image)
+  return image
+
+
+def _crop_train(example, seed, builder, dc):
+  """Random-resized crop of one view; ImageNet decodes only the crop window."""
+  aug = dc.aug
+  if dc.decode_jpeg_crop:
+    jpeg = example['image']
+    shape = tf.image.extract_jpeg_shape(jpeg)
+    w = augment.crop_window(shape[:2], seed, aug.crop_scale, aug.crop_ratio)
+    image = tf.image.decode_and_crop_jpeg(jpeg, w, channels=3)
+    image = tf.cast(image, tf.float32) / 255.0
+    return augment.resize(image, dc.image_size)
+  return augment.random_resized_crop(_decode(example, builder), seed,
+                                     dc.image_size, aug.crop_scale,
+                                     aug.crop_ratio)
+
+
+def train_dataset(dc: ml_collections.ConfigDict, builder, seed: int,
+                  local_batch_size: int, process_index: int,
+                  process_count: int, start_step: int = 0) -> tf.data.Dataset:
+  """Endless per-process batches of two augmented views.
+
+  Deterministic: the views of the n-th example of process p are a function
+  of (seed, p, n) only, so a run restarts at `start_step` by skipping.
+  """
+  split = tfds.split_for_jax_process(dc.train_split, process_index=process_index,
+                                     process_count=process_count)
+  read_config = tfds.ReadConfig(shuffle_seed=seed, skip_prefetch=True)
+  ds = builder.as_dataset(split=split, shuffle_files=True,
+                          decoders=_decoders(dc), read_config=read_config)
+  if dc.cache:
+    ds = ds.cache()
+  ds = ds.repeat()
+  ds = ds.shuffle(dc.shuffle_buffer, seed=seed)
+  ds = ds.enumerate()
+  base = tf.constant([seed, process_index], tf.int64)
+
+  def two_views(index, example):
+    s = augment.split_seed(tf.random.experimental.stateless_fold_in(base, index), 4)
+    views = {}
+    for v in range(2):
+      crop = _crop_train(example, s[2 * v], builder, dc)
+      views[f'view{v + 1}'] = augment.augment_view(crop, s[2 * v + 1], dc.aug)
+    views['label'] = tf.cast(example['label'], tf.int32)
+    return views
+
+  ds = ds.map(two_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(local_batch_size, drop_remainder=True)
+  if start_step:
+    ds = ds.skip(start_step)
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = dc.num_workers or 0
+  options.deterministic = True
+  return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_image(example, builder, dc):
+  """Evaluation view: resize 256 + centre crop 224 at ImageNet size, else as is."""
+  if dc.decode_jpeg_crop:
+    image = tf.io.decode_jpeg(example['image'], channels=3)
+    image = tf.cast(image, tf.float32) / 255.0
+    resize_to = int(round(dc.image_size / dc.eval_crop_fraction))
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    s = resize_to / tf.reduce_min(shape)
+    new = tf.cast(tf.round(shape * s), tf.int32)
+    image = tf.image.resize(image, new, method='bilinear', antialias=True)
+    image = tf.image.resize_with_crop_or_pad(image, dc.image_size,
+                                             dc.image_size)
+  else:
+    image = _decode(example, builder)
+    if image.shape[0] != dc.image_size:
+      image = augment.resize(image, dc.image_size)
+  return augment.normalize(image, dc.aug.mean, dc.aug.std)
+
+
+def eval_dataset(dc, builder, split: str, local_batch_size: int,
+                 process_index: int, process_count: int) -> tf.data.Dataset:
+  """One pass over `split`, padded to whole batches; 'mask' marks real examples."""
+  split = tfds.split_for_jax_process(split, process_index=process_index,
+                                     process_count=process_count)
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders=_decoders(dc))
+
+  def prep(example):
+    return {'image': eval_image(example, builder, dc),
+            'label': tf.cast(example['label'], tf.int32),
+            'mask': tf.constant(True)}
+
+  ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(local_batch_size, drop_remainder=False)
+
+  def pad(batch):
+    n = tf.shape(batch['label'])[0]
+    return {k: tf.pad(v, [[0, local_batch_size - n]] + [[0, 0]] * (v.shape.rank - 1))
+            for k, v in batch.items()}
+
+  return ds.map(pad).prefetch(tf.data.AUTOTUNE)
+
+
+def as_numpy(ds: tf.data.Dataset):
+  """Iterator of numpy batches."""
+  return iter(tfds.as_numpy(ds))
