@@ -6,10 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 WORKDIR ?= workdirs/demo
-DEMO_CONFIG ?= configs/tiny.py
+DEMO_CONFIG ?= configs/fashion_mnist.py
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test clean
+.PHONY: install data demo test clean
 
 $(INSTALLED): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,10 +21,14 @@ $(INSTALLED): requirements.txt
 
 install: $(INSTALLED)
 
-demo: install
+# Debian's dataset-fashion-mnist: the offline default data set.
+data:
+	test -f $(FMNIST) || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }
+
+demo: install data
 	$(BIN)/python -m simsiam_jax.main --config=$(DEMO_CONFIG) --workdir=$(WORKDIR) --alsologtostderr
 
-test: install
+test: install data
 	$(BIN)/python -m pytest -q --timeout=900 $(PYTEST_ARGS)
 
 clean:

@@ -52,6 +52,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim.lars_trust_coefficient = 0.001  # LARS only
   c.optim.lars_eps = 0.0           # LARS only
 
+  c.knn = ml_collections.ConfigDict()
+  c.knn.every_epochs = 0           # kNN monitor interval in epochs; 0: only at the end; -1: never
+  c.knn.at_start = False           # also score the randomly initialised network
+  c.knn.k = 200                    # neighbours
+  c.knn.temperature = 0.1          # weights exp(sim / T) (0.1 seed monitor, 0.2 paper)
+  c.knn.batch_size = 512           # global batch for feature extraction
+
   c.data = ml_collections.ConfigDict()
   c.data.dataset = 'synthetic'     # 'synthetic' (in memory), 'fashion_mnist_debian', or a TFDS name
   c.data.data_dir = ''             # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets)

@@ -36,11 +36,12 @@ def get_config(variant: str = 'cpu'):
     c.model.pred_hidden_dim = 512
     c.optim.base_lr = 0.06
     c.log_every_steps = 100
+    c.knn.every_epochs = 50
   elif variant == 'cpu':
     # About 10 minutes on 2 CPU cores. Short schedules want a higher lr than
     # the paper's 800-epoch recipe.
     c.batch_size = 256
-    c.num_epochs = 4.0
+    c.num_epochs = 3.0
     c.model.depth = 18
     c.model.width = 16
     c.model.stage_sizes = (1, 1, 1, 1)

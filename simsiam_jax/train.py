@@ -127,6 +127,10 @@ class Progress:
     self.first_step_s = now - self.t_start
     self._mark = (step, now)
 
+  def pause_done(self):
+    """Restarts the throughput window after an evaluation."""
+    self._mark = (self._mark[0], time.perf_counter())
+
   def rate(self, step: int) -> dict:
     """Throughput since the last call; resets the window."""
     last_step, last_t = self._mark
@@ -187,6 +191,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   writer = metrics_io.create_writer(workdir, is_chief)
   report = _report_progress(num_train_steps, writer) if is_chief else None
+  knn_monitor = _knn_monitor(config, model, mesh)
+  knn_epochs = config.knn.every_epochs
+  if knn_monitor and config.knn.at_start:
+    writer.write_scalars(0, {'knn_top1': knn_monitor(state)})
   progress = Progress(num_train_steps, config.batch_size)
   window, window_start = [], int(state.step)
   last = {}
@@ -201,29 +209,61 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                    progress.first_step_s)
     if report is not None:
       report(step + 1)
-    if (step + 1) % config.log_every_steps == 0 or step + 1 == num_train_steps:
+    done = step + 1 == num_train_steps
+    if (step + 1) % config.log_every_steps == 0 or done:
       _check_finite([m['loss'] for m in window], window_start + 1)
-      last = {k: float(np.mean(jax.device_get([m[k] for m in window])))
-              for k in window[0]}
-      last.update(progress.rate(step + 1))
-      writer.write_scalars(step + 1, {**last, 'epoch': (step + 1) / steps_per_epoch})
-      logging.info(
-          'step %d/%d (epoch %.2f) | loss %.4f | collapse_std %.3f | lr %.4g | '
-          '%.0f img/s | ETA %s', step + 1, num_train_steps,
-          (step + 1) / steps_per_epoch, last['loss'], last['collapse_std'],
-          last['learning_rate'], last['images_per_sec'],
-          _format_eta(last['eta_s']))
+      last = _log_window(writer, window, progress, step + 1, steps_per_epoch)
       window, window_start = [], step + 1
+    epoch = (step + 1) // steps_per_epoch
+    if (knn_monitor and not done and knn_epochs > 0 and epoch % knn_epochs == 0
+        and (step + 1) % steps_per_epoch == 0):
+      writer.write_scalars(step + 1, {'knn_top1': knn_monitor(state)})
+      progress.pause_done()
+
+  # Stop the input pipeline: its threads would compete with the final
+  # evaluation and with TensorFlow's summary writes.
+  del train_iter
+  if knn_monitor:
+    last['knn_top1'] = knn_monitor(state)
+    writer.write_scalars(int(state.step), {'knn_top1': last['knn_top1']})
 
   summary = {'step': int(state.step), 'num_train_steps': num_train_steps,
              'epochs': int(state.step) / steps_per_epoch,
              'first_step_s': progress.first_step_s,
              'wall_time_s': time.perf_counter() - progress.t_start, **last}
+  t = time.perf_counter()
   writer.flush()
+  logging.info('Metric writers flushed in %.1f s.', time.perf_counter() - t)
   if is_chief:
     with open(os.path.join(workdir, SUMMARY_FILE), 'w') as f:
       json.dump(summary, f, indent=2)
   return summary
+
+
+def _log_window(writer, window, progress, step, steps_per_epoch) -> dict:
+  """Averages the window's metrics, writes them and prints the progress line."""
+  last = {k: float(np.mean(jax.device_get([m[k] for m in window])))
+          for k in window[0]}
+  last.update(progress.rate(step))
+  writer.write_scalars(step, {**last, 'epoch': step / steps_per_epoch})
+  logging.info(
+      'step %d/%d (epoch %.2f) | loss %.4f | collapse_std %.3f | lr %.4g | '
+      '%.0f img/s | ETA %s', step, progress.num_train_steps,
+      step / steps_per_epoch, last['loss'], last['collapse_std'],
+      last['learning_rate'], last['images_per_sec'],
+      _format_eta(last['eta_s']))
+  return last
+
+
+def _knn_monitor(config, model, mesh):
+  """The kNN monitor, or None when it is off or the data set has no labels."""
+  if config.knn.every_epochs < 0:
+    return None
+  if config.data.dataset == 'synthetic':
+    logging.info('kNN monitor off: the synthetic source has no test split.')
+    return None
+  from simsiam_jax.evaluation import monitor  # pylint: disable=g-import-not-at-top
+  return monitor.KnnMonitor(config, model, mesh)
 
 
 def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict):

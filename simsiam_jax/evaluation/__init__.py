@@ -1,0 +1,1 @@
+"""Evaluation: kNN monitor (linear probe and fine-tuning to come)."""

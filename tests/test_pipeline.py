@@ -1,0 +1,185 @@
+"""TFDS sources and the tf.data two-view pipeline on a small Fashion-MNIST-format set."""
+
+import gzip
+import os
+import time
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip('tensorflow')
+
+from configs import fashion_mnist as fm_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+N_TRAIN, N_TEST = 96, 40
+
+
+def _write_idx(path, array):
+  header = bytes([0, 0, 0x08, array.ndim])
+  header += b''.join(int(d).to_bytes(4, 'big') for d in array.shape)
+  with gzip.open(path, 'wb') as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope='module')
+def small_fmnist(tmp_path_factory):
+  """A data config over a 136-image Fashion-MNIST-format set, prepared by our builder."""
+  root = tmp_path_factory.mktemp('fmnist')
+  manual = root / 'manual'
+  manual.mkdir()
+  rng = np.random.default_rng(0)
+  for split, n in (('train', N_TRAIN), ('test', N_TEST)):
+    images = rng.integers(0, 256, (n, 28, 28))
+    images[:, 0, 0] = np.arange(n)  # a unique id in the corner pixel
+    images[:, 0, 1] = np.arange(n) // 256
+    labels = np.arange(n) % 10
+    names = fashion_mnist.FILES[split]
+    _write_idx(manual / names[0], images)
+    _write_idx(manual / names[1], labels)
+  dc = fm_config.get_config().data
+  dc.data_dir = str(root / 'tfds')
+  dc.manual_dir = str(manual)
+  dc.shuffle_buffer = 128
+  builder = pipeline.get_builder(dc)
+  return dc, builder
+
+
+def test_builder_prepares_from_idx_files(small_fmnist):
+  dc, builder = small_fmnist
+  assert builder.is_prepared()
+  assert pipeline.num_examples(builder, 'train') == N_TRAIN
+  assert pipeline.num_examples(builder, 'test') == N_TEST
+  # Prepared once: a second builder finds it and does not need the files.
+  dc2 = dc.copy_and_resolve_references()
+  dc2.manual_dir = '/nonexistent'
+  assert pipeline.get_builder(dc2).is_prepared()
+
+
+def _first_batches(dc, builder, seed, n=2, process_index=0, process_count=1,
+                   batch=8):
+  ds = pipeline.train_dataset(dc, builder, seed, batch, process_index,
+                              process_count)
+  it = pipeline.as_numpy(ds)
+  return [next(it) for _ in range(n)]
+
+
+def test_train_batches_shape_and_views(small_fmnist):
+  dc, builder = small_fmnist
+  (b, _) = _first_batches(dc, builder, seed=0)
+  assert b['view1'].shape == (8, 28, 28, 3) and b['view1'].dtype == np.float32
+  assert b['label'].shape == (8,)
+  # Grayscale repeated to 3 channels, before and after augmentation.
+  np.testing.assert_array_equal(b['view1'][..., 0], b['view1'][..., 2])
+  # The two views of an image differ.
+  assert np.abs(b['view1'] - b['view2']).mean() > 0.05
+
+
+def test_same_seed_same_views_other_seed_differs(small_fmnist):
+  dc, builder = small_fmnist
+  a = _first_batches(dc, builder, seed=3)
+  b = _first_batches(dc, builder, seed=3)
+  c = _first_batches(dc, builder, seed=4)
+  for x, y in zip(a, b):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+  assert not np.array_equal(a[0]['view1'], c[0]['view1'])
+
+
+def test_skip_to_step_resumes_the_stream(small_fmnist):
+  dc, builder = small_fmnist
+  full = _first_batches(dc, builder, seed=5, n=3)
+  resumed = pipeline.as_numpy(pipeline.train_dataset(dc, builder, 5, 8, 0, 1,
+                                                     start_step=2))
+  np.testing.assert_array_equal(next(resumed)['view2'], full[2]['view2'])
+
+
+def _ids(images):
+  """The ids written into the corner pixels, read back from raw eval images."""
+  return set(np.round(images[:, 0, 0, 0]).astype(int)
+             + 256 * np.round(images[:, 0, 1, 0]).astype(int))
+
+
+def test_processes_read_disjoint_examples_covering_the_split(small_fmnist):
+  dc, builder = small_fmnist
+  raw = dc.copy_and_resolve_references()
+  raw.aug.mean, raw.aug.std = (0.0,) * 3, (1 / 255,) * 3  # pixel values back
+  seen = []
+  for p in range(2):
+    ids = set()
+    for batch in pipeline.as_numpy(pipeline.eval_dataset(raw, builder, 'test',
+                                                         16, p, 2)):
+      ids |= _ids(batch['image'][batch['mask']])
+    seen.append(ids)
+  assert not seen[0] & seen[1]
+  assert seen[0] | seen[1] == set(range(N_TEST))
+
+
+def test_eval_batches_are_padded_and_masked(small_fmnist):
+  dc, builder = small_fmnist
+  batches = list(pipeline.as_numpy(pipeline.eval_dataset(dc, builder, 'test',
+                                                         16, 0, 1)))
+  assert [b['image'].shape[0] for b in batches] == [16, 16, 16]
+  assert sum(int(b['mask'].sum()) for b in batches) == N_TEST
+
+
+def test_unprepared_dataset_fails_fast_with_instructions(tmp_path):
+  dc = fm_config.get_config().data
+  dc.dataset = 'cifar10'
+  dc.data_dir = str(tmp_path)
+  for allow in (False, True):
+    dc.allow_download = allow
+    t = time.time()
+    with pytest.raises(pipeline.DatasetNotReady, match='tfds build cifar10'):
+      pipeline.get_builder(dc)
+    assert time.time() - t < 10
+
+
+def test_missing_debian_files_name_the_package(tmp_path):
+  dc = fm_config.get_config().data
+  dc.data_dir = str(tmp_path / 'tfds')
+  dc.manual_dir = str(tmp_path)
+  with pytest.raises(pipeline.DatasetNotReady,
+                     match='apt-get install -y dataset-fashion-mnist'):
+    pipeline.get_builder(dc)
+
+
+def test_unknown_dataset_name():
+  dc = fm_config.get_config().data
+  dc.dataset = 'no_such_dataset_xyz'
+  with pytest.raises(ValueError, match='Unknown dataset'):
+    pipeline.get_builder(dc)
+
+
+@pytest.mark.skipif(not os.path.isdir(fashion_mnist.DEBIAN_DIR),
+                    reason='Debian package dataset-fashion-mnist not installed '
+                    '(make test installs it when run as root)')
+def test_debian_files_read():
+  images = fashion_mnist.read_idx(os.path.join(
+      fashion_mnist.DEBIAN_DIR, 't10k-images-idx3-ubyte.gz'))
+  labels = fashion_mnist.read_idx(os.path.join(
+      fashion_mnist.DEBIAN_DIR, 't10k-labels-idx1-ubyte.gz'))
+  assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
+  assert set(np.unique(labels)) == set(range(10))
+
+
+def test_pretraining_on_tfds_ends_with_knn(small_fmnist, tmp_path):
+  """The trainer on a TFDS dataset, through the tf.data pipeline, scores kNN."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import train  # pylint: disable=g-import-not-at-top
+  dc, _ = small_fmnist
+  config = tiny.get_config()
+  with config.unlocked():
+    config.data = dc.copy_and_resolve_references()
+  config.data.image_size = 16
+  config.batch_size = 16
+  config.num_train_steps = 3
+  config.knn.every_epochs = 0
+  config.knn.batch_size = 16
+  config.knn.k = 10
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['step'] == 3
+  # 40 test images: accuracy is a multiple of 1/40.
+  assert 0.0 <= summary['knn_top1'] <= 1.0
+  assert abs(summary['knn_top1'] * N_TEST - round(summary['knn_top1'] * N_TEST)) < 1e-6
