@@ -17,7 +17,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_epochs = 100.0             # run length in epochs (ignored if num_train_steps > 0)
   c.num_train_steps = -1           # run length in steps; -1: from num_epochs
   c.log_every_steps = 100          # log/TensorBoard interval (metrics averaged over it)
-  c.checkpoint_every_steps = 1000  # checkpoint interval
+  c.checkpoint_every_steps = 1000  # checkpoint interval (also at the end and on preemption)
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.keep = 3            # newest checkpoints kept
+  c.checkpoint.async_save = True   # save in the background while training goes on
 
   c.model = ml_collections.ConfigDict()
   c.model.depth = 50               # ResNet depth: 18, 34, 50, 101, 152

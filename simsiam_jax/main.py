@@ -14,8 +14,10 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from simsiam_jax import checkpointing
 from simsiam_jax import parallel
 from simsiam_jax import train
+from simsiam_jax.data import input_pipeline
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -27,6 +29,9 @@ flags.DEFINE_integer('process_id', -1, 'Index of this process (multi-host).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 MODES = {'pretrain': train.train_and_evaluate}
+# Errors a user can fix: one clear line and exit code 2, no traceback.
+USER_ERRORS = (checkpointing.ConfigMismatch, input_pipeline.DatasetNotReady,
+               FloatingPointError)
 
 
 def main(argv):
@@ -39,7 +44,14 @@ def main(argv):
     raise app.UsageError(f'config.mode must be one of {sorted(MODES)}, '
                          f'got {config.mode!r}.')
   logging.info('Config:\n%s', config)
-  summary = MODES[config.mode](config, FLAGS.workdir)
+  try:
+    summary = MODES[config.mode](config, FLAGS.workdir)
+  except checkpointing.Preempted as e:
+    logging.warning('%s', e)
+    raise SystemExit(checkpointing.PREEMPTED_EXIT_CODE) from e
+  except USER_ERRORS as e:
+    logging.error('%s: %s', type(e).__name__, e)
+    raise SystemExit(2) from e
   if jax.process_index() == 0:
     logging.info('Done: %s', summary)
 

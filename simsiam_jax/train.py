@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from simsiam_jax import checkpointing
 from simsiam_jax import losses
 from simsiam_jax import metrics_io
 from simsiam_jax import optim
@@ -34,6 +35,18 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
+def train_state_initializer(model: simsiam.SimSiam,
+                            tx: optax.GradientTransformation,
+                            image_shape: tuple[int, int, int]):
+  """rng -> initial TrainState (a pure function, for jit and eval_shape)."""
+  def init(rng):
+    x = jnp.zeros((2, *image_shape), jnp.float32)
+    variables = model.init(rng, x, x, train=True)
+    return TrainState.create(apply_fn=model.apply, params=variables['params'],
+                             batch_stats=variables['batch_stats'], tx=tx)
+  return init
+
+
 def create_train_state(model: simsiam.SimSiam, tx: optax.GradientTransformation,
                        rng: jax.Array, image_shape: tuple[int, int, int],
                        mesh: jax.sharding.Mesh) -> TrainState:
@@ -43,13 +56,30 @@ def create_train_state(model: simsiam.SimSiam, tx: optax.GradientTransformation,
   on CPU the partitionable one compiles the per-parameter random draws about
   4x slower (9 s vs 2 s for the tiny model) and buys nothing when replicated.
   """
-  def init(rng):
-    x = jnp.zeros((2, *image_shape), jnp.float32)
-    variables = model.init(rng, x, x, train=True)
-    return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                             batch_stats=variables['batch_stats'], tx=tx)
+  init = train_state_initializer(model, tx, image_shape)
   with jax.threefry_partitionable(False):
     return jax.jit(init, out_shardings=parallel.replicated(mesh))(rng)
+
+
+def abstract_train_state(model, tx, rng, image_shape, mesh) -> TrainState:
+  """The state's shapes, dtypes and (replicated) shardings; nothing allocated."""
+  shapes = jax.eval_shape(train_state_initializer(model, tx, image_shape), rng)
+  sharding = parallel.replicated(mesh)
+  return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+      shapes)
+
+
+def restore_or_create(checkpointer: checkpointing.Checkpointer, model, tx, rng,
+                      image_shape, mesh) -> TrainState:
+  """The latest checkpoint restored straight into the sharded layout, else a new state."""
+  state = checkpointer.restore(
+      abstract_train_state(model, tx, rng, image_shape, mesh))
+  if state is None:
+    logging.info('No checkpoint in %s: starting from step 0.',
+                 checkpointer.directory)
+    state = create_train_state(model, tx, rng, image_shape, mesh)
+  return state
 
 
 def train_step(state: TrainState, batch: dict, *,
@@ -149,23 +179,34 @@ def _format_eta(seconds: float) -> str:
   return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'
 
 
-def _check_finite(losses_in_window: list, first_step: int):
-  """Raises naming the first step whose loss is not finite."""
+def _check_finite(losses_in_window: list, first_step: int,
+                  ckpt: checkpointing.Checkpointer):
+  """Raises naming the first step whose loss is not finite and the last good checkpoint."""
   values = np.asarray(jax.device_get(losses_in_window))
   bad = np.flatnonzero(~np.isfinite(values))
   if bad.size:
     step = first_step + int(bad[0])
+    ckpt.wait()
+    good = ckpt.latest_step()
+    where = (f'the last good checkpoint is step {good} in {ckpt.directory}'
+             if good is not None else 'no checkpoint was saved yet')
     raise FloatingPointError(
         f'Loss is {values[bad[0]]} at step {step}: training stopped and this '
-        'state is not saved. Lower optim.base_lr, use float32, or check the '
-        'input data.')
+        f'state is not saved; {where}. Lower optim.base_lr, use float32, or '
+        'check the input data.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Pretrains SimSiam as `config` says; writes logs and summary.json to `workdir`.
+  """Pretrains SimSiam as `config` says; resumes from `workdir` if it has checkpoints.
+
+  Writes logs, checkpoints and summary.json to `workdir`.
 
   Returns:
     The final summary (also in `workdir/summary.json`).
+
+  Raises:
+    checkpointing.Preempted: after saving, on SIGTERM or a preemption notice.
+    FloatingPointError: on a non-finite loss; that state is not saved.
   """
   mesh = parallel.create_mesh()
   local_batch = parallel.check_batch_size(config.batch_size, mesh)
@@ -173,52 +214,70 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if is_chief:
     _prepare_workdir(workdir, config)
 
-  train_iter, num_examples, image_shape = input_pipeline.create_train_iterator(
-      config, local_batch)
+  num_examples, image_shape = input_pipeline.describe(config)
   steps_per_epoch, num_train_steps = num_steps(config, num_examples)
   model = simsiam.create_model(config.model)
   tx, schedule = optim.create_optimizer(config, steps_per_epoch,
                                         num_train_steps)
-  rng = jax.random.key(config.seed)
-  state = create_train_state(model, tx, rng, image_shape, mesh)
+  ckpt = checkpointing.Checkpointer(workdir, config)
+  state = restore_or_create(ckpt, model, tx, jax.random.key(config.seed),
+                            image_shape, mesh)
+  start_step = int(state.step)
+  train_iter = input_pipeline.create_train_iterator(config, local_batch,
+                                                    start_step)
   p_train_step = make_train_step(config, mesh, schedule)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info('SimSiam ResNet-%d: %.2fM parameters; %d steps of global batch '
-               '%d (%d per process, %d per device); %d steps per epoch.',
-               config.model.depth, num_params / 1e6, num_train_steps,
-               config.batch_size, local_batch,
+  logging.info('SimSiam ResNet-%d: %.2fM parameters; steps %d-%d of global '
+               'batch %d (%d per process, %d per device); %d steps per epoch.',
+               config.model.depth, num_params / 1e6, start_step,
+               num_train_steps, config.batch_size, local_batch,
                config.batch_size // mesh.devices.size, steps_per_epoch)
 
   writer = metrics_io.create_writer(workdir, is_chief)
   report = _report_progress(num_train_steps, writer) if is_chief else None
   knn_monitor = _knn_monitor(config, model, mesh)
   knn_epochs = config.knn.every_epochs
-  if knn_monitor and config.knn.at_start:
+  if knn_monitor and config.knn.at_start and start_step == 0:
     writer.write_scalars(0, {'knn_top1': knn_monitor(state)})
+  watcher = checkpointing.PreemptionWatcher()
   progress = Progress(num_train_steps, config.batch_size)
-  window, window_start = [], int(state.step)
+  window, window_start = [], start_step
   last = {}
-  for step in range(int(state.step), num_train_steps):
-    batch = parallel.host_to_global(next(train_iter), mesh)
-    state, metrics = p_train_step(state, batch)
-    window.append(metrics)
-    if step == 0:
-      jax.block_until_ready(metrics)
-      progress.first_step_done(1)
-      logging.info('First step (compile + run) took %.1f s.',
-                   progress.first_step_s)
-    if report is not None:
-      report(step + 1)
-    done = step + 1 == num_train_steps
-    if (step + 1) % config.log_every_steps == 0 or done:
-      _check_finite([m['loss'] for m in window], window_start + 1)
-      last = _log_window(writer, window, progress, step + 1, steps_per_epoch)
-      window, window_start = [], step + 1
-    epoch = (step + 1) // steps_per_epoch
-    if (knn_monitor and not done and knn_epochs > 0 and epoch % knn_epochs == 0
-        and (step + 1) % steps_per_epoch == 0):
-      writer.write_scalars(step + 1, {'knn_top1': knn_monitor(state)})
-      progress.pause_done()
+  try:
+    for step in range(start_step, num_train_steps):
+      batch = parallel.host_to_global(next(train_iter), mesh)
+      state, metrics = p_train_step(state, batch)
+      window.append(metrics)
+      if step == start_step:
+        jax.block_until_ready(metrics)
+        progress.first_step_done(step + 1)
+        logging.info('First step (compile + run) took %.1f s.',
+                     progress.first_step_s)
+      if report is not None:
+        report(step + 1)
+      done = step + 1 == num_train_steps
+      stop = watcher.should_stop(step + 1, ckpt)
+      if (step + 1) % config.log_every_steps == 0 or done:
+        _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
+        last = _log_window(writer, window, progress, step + 1, steps_per_epoch)
+        window, window_start = [], step + 1
+      if (step + 1) % config.checkpoint_every_steps == 0 or done or stop:
+        # Never save a state whose loss went non-finite.
+        _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
+        ckpt.save(step + 1, state, force=True)
+      if stop:
+        ckpt.wait()
+        raise checkpointing.Preempted(
+            f'Preempted: saved step {step + 1} in {ckpt.directory}; run the '
+            'same command to resume.')
+      epoch = (step + 1) // steps_per_epoch
+      if (knn_monitor and not done and knn_epochs > 0 and
+          epoch % knn_epochs == 0 and (step + 1) % steps_per_epoch == 0):
+        writer.write_scalars(step + 1, {'knn_top1': knn_monitor(state)})
+        progress.pause_done()
+  finally:
+    watcher.close()
+    ckpt.wait()
 
   # Stop the input pipeline: its threads would compete with the final
   # evaluation and with TensorFlow's summary writes.

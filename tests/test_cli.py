@@ -53,3 +53,26 @@ def test_cli_rejects_indivisible_batch(tmp_path):
   assert result.returncode != 0
   assert 'not divisible by the 8 devices' in result.stderr
   assert not os.path.exists(tmp_path / 'summary.json')
+
+
+# As on a machine without TensorFlow: `import tensorflow` fails and
+# importlib.util.find_spec('tensorflow') is None.
+BLOCK_TF = '''
+import sys
+sys.modules['tensorflow'] = None
+from absl import app
+from simsiam_jax import main
+app.run(main.main)
+'''
+
+
+def test_trainer_runs_without_tensorflow(tmp_path):
+  """In-memory data: no TensorFlow needed; metrics fall back to log + JSONL."""
+  result = subprocess.run(
+      [sys.executable, '-c', BLOCK_TF, '--config=configs/tiny.py',
+       f'--workdir={tmp_path}'], cwd=REPO_ROOT, capture_output=True,
+      text=True, timeout=300, env=os.environ.copy())
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'TensorBoard events not written' in result.stderr
+  assert json.loads((tmp_path / 'summary.json').read_text())['step'] == 4
+  assert (tmp_path / 'metrics.jsonl').read_text().count('"loss"') == 2

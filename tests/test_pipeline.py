@@ -183,3 +183,43 @@ def test_pretraining_on_tfds_ends_with_knn(small_fmnist, tmp_path):
   # 40 test images: accuracy is a multiple of 1/40.
   assert 0.0 <= summary['knn_top1'] <= 1.0
   assert abs(summary['knn_top1'] * N_TEST - round(summary['knn_top1'] * N_TEST)) < 1e-6
+
+
+def _jpeg(h=375, w=500):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  img = (255 * np.kron(rng.random((h // 25, w // 25, 3)), np.ones((25, 25, 1))))
+  buf = io.BytesIO()
+  Image.fromarray(img.astype(np.uint8)).save(buf, format='JPEG', quality=95)
+  return buf.getvalue()
+
+
+def test_imagenet_train_crop_decodes_only_the_window():
+  from configs import imagenet  # pylint: disable=g-import-not-at-top
+  dc = imagenet.get_config().data
+  jpeg = _jpeg()
+  seed = tf.constant([3, 4], tf.int64)
+  got = pipeline._crop_train({'image': tf.constant(jpeg)}, seed, None, dc)
+  # Same window cut from the fully decoded image, then resized.
+  full = tf.cast(tf.io.decode_jpeg(jpeg), tf.float32) / 255.0
+  w = pipeline.augment.crop_window(tf.shape(full)[:2], seed,
+                                   dc.aug.crop_scale, dc.aug.crop_ratio)
+  want = pipeline.augment.resize(
+      tf.image.crop_to_bounding_box(full, w[0], w[1], w[2], w[3]), 224)
+  assert got.shape == (224, 224, 3)
+  # The fused op decodes the same pixels (up to JPEG block decoding).
+  assert float(tf.reduce_mean(tf.abs(got - want))) < 2e-3
+
+
+def test_imagenet_eval_resizes_256_and_centre_crops_224():
+  from configs import imagenet  # pylint: disable=g-import-not-at-top
+  dc = imagenet.get_config().data
+  dc.aug.mean, dc.aug.std = (0.0,) * 3, (1.0,) * 3
+  jpeg = _jpeg(375, 500)
+  got = pipeline.eval_image({'image': tf.constant(jpeg)}, None, dc).numpy()
+  full = tf.cast(tf.io.decode_jpeg(jpeg), tf.float32) / 255.0
+  resized = tf.image.resize(full, [256, 341], antialias=True).numpy()
+  top, left = (256 - 224) // 2, (341 - 224) // 2
+  np.testing.assert_allclose(got, resized[top:top + 224, left:left + 224],
+                             atol=1e-5)

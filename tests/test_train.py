@@ -104,17 +104,19 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path, monkeypatch):
   real = input_pipeline.create_train_iterator
 
   def poisoned(config, local_batch, start_step=0):
-    it, n, shape = real(config, local_batch, start_step)
-    def gen():
-      for i, batch in enumerate(it):
-        if i == 4:  # the 5th step
-          batch = dict(batch, view1=np.full_like(batch['view1'], np.nan))
-        yield batch
-    return gen(), n, shape
+    for i, batch in enumerate(real(config, local_batch, start_step)):
+      if i == 4:  # the 5th step
+        batch = dict(batch, view1=np.full_like(batch['view1'], np.nan))
+      yield batch
 
   monkeypatch.setattr(input_pipeline, 'create_train_iterator', poisoned)
-  with pytest.raises(FloatingPointError, match='at step 5'):
+  config.checkpoint_every_steps = 2
+  with pytest.raises(FloatingPointError,
+                     match='at step 5.*last good checkpoint is step 4'):
     train.train_and_evaluate(config, str(tmp_path))
+  # The bad state (step 5, 6) was never saved.
+  assert sorted(int(d.name) for d in (tmp_path / 'checkpoints').iterdir()
+                if d.name.isdigit()) == [2, 4]
   rows = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
   assert [r['step'] for r in rows if 'loss' in r] == [3]
   assert not os.path.exists(tmp_path / train.SUMMARY_FILE)

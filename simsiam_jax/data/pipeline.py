@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 
 from simsiam_jax.data import augment
 from simsiam_jax.data import fashion_mnist
+from simsiam_jax.data import input_pipeline
 
 # TF must not grab the accelerators JAX uses.
 tf.config.set_visible_devices([], 'GPU')
@@ -23,8 +24,7 @@ tf.config.set_visible_devices([], 'GPU')
 OURS = {'fashion_mnist_debian': fashion_mnist.FashionMnistDebian}
 
 
-class DatasetNotReady(RuntimeError):
-  """A dataset is neither prepared nor obtainable without a long download."""
+DatasetNotReady = input_pipeline.DatasetNotReady
 
 
 def _online(host: str = 'storage.googleapis.com', timeout: float = 3.0) -> bool:
@@ -138,6 +138,10 @@ def train_dataset(dc: ml_collections.ConfigDict, builder, seed: int,
   ds = ds.repeat()
   ds = ds.shuffle(dc.shuffle_buffer, seed=seed)
   ds = ds.enumerate()
+  if start_step:
+    # Resume: drop whole batches before the (costly) augmentation. The
+    # enumerate index stays global, so the views are those of an unbroken run.
+    ds = ds.skip(start_step * local_batch_size)
   base = tf.constant([seed, process_index], tf.int64)
 
   def two_views(index, example):
@@ -151,8 +155,6 @@ def train_dataset(dc: ml_collections.ConfigDict, builder, seed: int,
 
   ds = ds.map(two_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch_size, drop_remainder=True)
-  if start_step:
-    ds = ds.skip(start_step)
   options = tf.data.Options()
   options.threading.private_threadpool_size = dc.num_workers or 0
   options.deterministic = True

@@ -1,0 +1,162 @@
+"""Orbax checkpoints: periodic async saves, auto-resume, preemption.
+
+A checkpoint holds the train state (step, params, BN statistics, optimiser
+state) and the run's config as JSON. The PRNG and data position need no
+extra state: the data views are a function of (seed, process, example index)
+and the train step draws no random numbers, so (config.seed, step) restores
+both exactly; the input pipeline skips to the step's first example.
+
+Orbax writes each checkpoint into a temporary folder and renames it when
+complete, so a kill during a save leaves the previous checkpoint as the
+latest; an unreadable checkpoint is skipped with a warning.
+"""
+
+import os
+import signal
+import threading
+
+from absl import logging
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = 'checkpoints'
+# sysexits' EX_TEMPFAIL: "try again later", so schedulers can requeue the job.
+PREEMPTED_EXIT_CODE = 75
+
+
+class ConfigMismatch(ValueError):
+  """The run's model does not fit the checkpoint in its workdir."""
+
+
+class Preempted(Exception):
+  """Training stopped on a preemption notice after saving a checkpoint."""
+
+
+def _state_items(state) -> dict:
+  return {'step': state.step, 'params': state.params,
+          'batch_stats': state.batch_stats, 'opt_state': state.opt_state}
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = tuple(v) if isinstance(v, list) else v
+  return out
+
+
+def config_mismatches(saved: dict, config: ml_collections.ConfigDict) -> list:
+  """'model.FIELD: checkpoint X, this run Y' for every model field that differs."""
+  old = _flatten(saved.get('model', {}), 'model.')
+  new = _flatten(config.model.to_dict(), 'model.')
+  return [f'{k}: checkpoint {old.get(k)!r}, this run {new.get(k)!r}'
+          for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+class Checkpointer:
+  """The run's CheckpointManager, with restore-or-init and validation."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    cc = config.checkpoint
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=cc.keep, create=True, cleanup_tmp_directories=True,
+        enable_async_checkpointing=cc.async_save)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=('state', 'config'))
+    self.config = config
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, force: bool = False) -> bool:
+    """Starts an (async) save of `state` at `step`; returns whether it did."""
+    return self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_state_items(state)),
+        config=ocp.args.JsonSave(self.config.to_dict())), force=force)
+
+  def reached_preemption(self, step: int) -> bool:
+    return self.manager.reached_preemption(step)
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def restore(self, abstract_state):
+    """The latest readable checkpoint restored into `abstract_state`'s layout.
+
+    Args:
+      abstract_state: a TrainState of jax.ShapeDtypeStruct leaves with
+        shardings (from jax.eval_shape); its static fields are kept.
+
+    Returns:
+      The restored TrainState, or None when there is no checkpoint.
+
+    Raises:
+      ConfigMismatch: the checkpoint's model differs from the config's.
+      RuntimeError: checkpoints exist but none can be read (never a silent
+        fresh start).
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
+      return None
+    target = _state_items(abstract_state)
+    for step in steps:
+      try:
+        saved = self.manager.restore(step, args=ocp.args.Composite(
+            config=ocp.args.JsonRestore()))['config']
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('Checkpoint at step %d is unreadable (%s: %s); '
+                        'trying the previous one.', step, type(e).__name__, e)
+        continue
+      mismatches = config_mismatches(saved, self.config)
+      if mismatches:
+        raise ConfigMismatch(
+            f'The checkpoint in {self.directory} (step {step}) was written by '
+            'another model: ' + '; '.join(mismatches) + '. Use a new --workdir '
+            'for this config, or the checkpoint\'s model settings to resume. '
+            'Nothing was overwritten.')
+      try:
+        items = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))['state']
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('Checkpoint at step %d is unreadable (%s: %s); '
+                        'trying the previous one.', step, type(e).__name__, e)
+        continue
+      logging.info('Resumed from the checkpoint at step %d in %s.', step,
+                   self.directory)
+      return abstract_state.replace(**items)
+    raise RuntimeError(
+        f'Checkpoints {steps} in {self.directory} exist but none can be read. '
+        'Move them away to start afresh; this run will not overwrite them.')
+
+
+class PreemptionWatcher:
+  """SIGTERM (single process) or JAX's preemption sync point (multi-process).
+
+  With several processes, `jax.distributed` already turns SIGTERM and Cloud
+  TPU's maintenance notices into a step every process agrees on
+  (`reached_preemption`); our own handler would replace its handler, so it
+  is installed only in a single process.
+  """
+
+  def __init__(self):
+    self._flag = threading.Event()
+    self._previous = None
+    if jax.process_count() == 1 and (threading.current_thread()
+                                     is threading.main_thread()):
+      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM: saving a checkpoint after this step, then exiting.')
+    self._flag.set()
+
+  def should_stop(self, step: int, checkpointer: Checkpointer) -> bool:
+    return self._flag.is_set() or checkpointer.reached_preemption(step)
+
+  def close(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
