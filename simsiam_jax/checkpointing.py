@@ -21,6 +21,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = 'checkpoints'
+BEST_DIR = 'checkpoint_best'  # the best by kNN top-1, kept apart from the latest
 # sysexits' EX_TEMPFAIL: "try again later", so schedulers can requeue the job.
 PREEMPTED_EXIT_CODE = 75
 
@@ -67,22 +68,37 @@ class Checkpointer:
         enable_async_checkpointing=cc.async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'config'))
+    best_options = ocp.CheckpointManagerOptions(
+        max_to_keep=1, create=True, best_fn=lambda m: m['knn_top1'],
+        best_mode='max', enable_async_checkpointing=cc.async_save)
+    self.best = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, BEST_DIR)),
+        options=best_options, item_names=('state', 'config'))
     self.config = config
 
   def latest_step(self):
     return self.manager.latest_step()
 
+  def _args(self, state):
+    return ocp.args.Composite(
+        state=ocp.args.StandardSave(_state_items(state)),
+        config=ocp.args.JsonSave(self.config.to_dict()))
+
   def save(self, step: int, state, force: bool = False) -> bool:
     """Starts an (async) save of `state` at `step`; returns whether it did."""
-    return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_state_items(state)),
-        config=ocp.args.JsonSave(self.config.to_dict())), force=force)
+    return self.manager.save(step, args=self._args(state), force=force)
+
+  def save_if_best(self, step: int, state, knn_top1: float):
+    """Keeps `state` in checkpoint_best/ if its kNN top-1 is the best so far."""
+    self.best.save(step, args=self._args(state), metrics={'knn_top1': knn_top1},
+                   force=True)
 
   def reached_preemption(self, step: int) -> bool:
     return self.manager.reached_preemption(step)
 
   def wait(self):
     self.manager.wait_until_finished()
+    self.best.wait_until_finished()
 
   def restore(self, abstract_state):
     """The latest readable checkpoint restored into `abstract_state`'s layout.

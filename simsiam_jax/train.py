@@ -273,7 +273,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       epoch = (step + 1) // steps_per_epoch
       if (knn_monitor and not done and knn_epochs > 0 and
           epoch % knn_epochs == 0 and (step + 1) % steps_per_epoch == 0):
-        writer.write_scalars(step + 1, {'knn_top1': knn_monitor(state)})
+        top1 = knn_monitor(state)
+        writer.write_scalars(step + 1, {'knn_top1': top1})
+        ckpt.save_if_best(step + 1, state, top1)
         progress.pause_done()
   finally:
     watcher.close()
@@ -285,6 +287,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if knn_monitor:
     last['knn_top1'] = knn_monitor(state)
     writer.write_scalars(int(state.step), {'knn_top1': last['knn_top1']})
+    ckpt.save_if_best(int(state.step), state, last['knn_top1'])
+    ckpt.wait()
 
   summary = {'step': int(state.step), 'num_train_steps': num_train_steps,
              'epochs': int(state.step) / steps_per_epoch,

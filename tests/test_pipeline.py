@@ -183,6 +183,8 @@ def test_pretraining_on_tfds_ends_with_knn(small_fmnist, tmp_path):
   # 40 test images: accuracy is a multiple of 1/40.
   assert 0.0 <= summary['knn_top1'] <= 1.0
   assert abs(summary['knn_top1'] * N_TEST - round(summary['knn_top1'] * N_TEST)) < 1e-6
+  # The best-by-kNN checkpoint is kept apart from the latest ones.
+  assert os.listdir(tmp_path / 'checkpoint_best') == ['3']
 
 
 def _jpeg(h=375, w=500):
