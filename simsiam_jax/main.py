@@ -31,7 +31,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 MODES = {'pretrain': train.train_and_evaluate}
 # Errors a user can fix: one clear line and exit code 2, no traceback.
 USER_ERRORS = (checkpointing.ConfigMismatch, input_pipeline.DatasetNotReady,
-               FloatingPointError)
+               FloatingPointError, train.WorkdirError)
 
 
 def main(argv):

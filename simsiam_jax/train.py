@@ -30,6 +30,10 @@ from simsiam_jax.models import simsiam
 SUMMARY_FILE = 'summary.json'
 
 
+class WorkdirError(OSError):
+  """The workdir cannot be created or written."""
+
+
 class TrainState(train_state.TrainState):
   """Params, optimiser state and step, plus BatchNorm running statistics."""
   batch_stats: Any
@@ -336,8 +340,8 @@ def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict):
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
   except OSError as e:
-    raise OSError(f'Cannot write to workdir {workdir!r} ({e}). Pass a '
-                  'writable --workdir.') from e
+    raise WorkdirError(f'Cannot write to workdir {workdir!r} ({e}). Pass a '
+                       'writable --workdir with free space.') from e
 
 
 def _report_progress(num_train_steps: int, writer):

@@ -76,3 +76,13 @@ def test_trainer_runs_without_tensorflow(tmp_path):
   assert 'TensorBoard events not written' in result.stderr
   assert json.loads((tmp_path / 'summary.json').read_text())['step'] == 4
   assert (tmp_path / 'metrics.jsonl').read_text().count('"loss"') == 2
+
+
+def test_cli_unwritable_workdir_is_one_clear_error(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  result = _run('--config=configs/tiny.py', f'--workdir={blocker}/run',
+                timeout=120)
+  assert result.returncode == 2
+  assert 'WorkdirError: Cannot write to workdir' in result.stderr
+  assert 'Traceback' not in result.stderr
