@@ -11,6 +11,7 @@ complete, so a kill during a save leaves the previous checkpoint as the
 latest; an unreadable checkpoint is skipped with a warning.
 """
 
+import contextlib
 import os
 import signal
 import threading
@@ -28,6 +29,10 @@ PREEMPTED_EXIT_CODE = 75
 
 class ConfigMismatch(ValueError):
   """The run's model does not fit the checkpoint in its workdir."""
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (disk full, lost permissions...)."""
 
 
 class Preempted(Exception):
@@ -85,8 +90,29 @@ class Checkpointer:
         config=ocp.args.JsonSave(self.config.to_dict()))
 
   def save(self, step: int, state, force: bool = False) -> bool:
-    """Starts an (async) save of `state` at `step`; returns whether it did."""
-    return self.manager.save(step, args=self._args(state), force=force)
+    """Starts an (async) save of `state` at `step`; returns whether it did.
+
+    Raises:
+      CheckpointWriteError: this or the previous (async) save failed.
+    """
+    with self._write_errors():
+      return self.manager.save(step, args=self._args(state), force=force)
+
+  @contextlib.contextmanager
+  def _write_errors(self):
+    # Orbax reports a failed async write on the next save or wait, as a
+    # ValueError holding the OS error; say what happened and what is safe.
+    try:
+      yield
+    except (ValueError, OSError) as e:
+      if isinstance(e, CheckpointWriteError):
+        raise
+      first = str(e).strip().splitlines()[0][:500]
+      raise CheckpointWriteError(
+          f'Writing a checkpoint to {self.directory} failed: {first}. Free '
+          'space there or pass another --workdir; the latest complete '
+          f'checkpoint (step {self.manager.latest_step()}) is intact and a '
+          'rerun resumes from it.') from e
 
   def save_if_best(self, step: int, state, knn_top1: float):
     """Keeps `state` in checkpoint_best/ if its kNN top-1 is the best so far."""
@@ -97,8 +123,9 @@ class Checkpointer:
     return self.manager.reached_preemption(step)
 
   def wait(self):
-    self.manager.wait_until_finished()
-    self.best.wait_until_finished()
+    with self._write_errors():
+      self.manager.wait_until_finished()
+      self.best.wait_until_finished()
 
   def restore(self, abstract_state):
     """The latest readable checkpoint restored into `abstract_state`'s layout.

@@ -31,7 +31,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 MODES = {'pretrain': train.train_and_evaluate}
 # Errors a user can fix: one clear line and exit code 2, no traceback.
 USER_ERRORS = (checkpointing.ConfigMismatch, input_pipeline.DatasetNotReady,
-               FloatingPointError, train.WorkdirError)
+               FloatingPointError, train.WorkdirError,
+               checkpointing.CheckpointWriteError)
 
 
 def main(argv):

@@ -217,3 +217,27 @@ def test_unreadable_checkpoints_never_restart_silently(tmp_path):
   (ckpts / 'garbage').write_text('not a checkpoint')
   with pytest.raises(RuntimeError, match='none can be read'):
     _restore(tmp_path)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+  """A 300 KB tmpfs: room for the config and logs, not for a checkpoint."""
+  mount = tmp_path / 'disk'
+  mount.mkdir()
+  done = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=300k', 'tmpfs',
+                         str(mount)], capture_output=True)
+  if done.returncode:
+    pytest.skip(f'cannot mount a tmpfs here: {done.stderr.decode()[:200]}')
+  yield mount
+  subprocess.run(['umount', str(mount)], check=False)
+
+
+def test_disk_full_is_one_clear_error(tiny_disk):
+  proc = _start(tiny_disk / 'run', extra=['--config.num_train_steps=8',
+                                          '--config.checkpoint_every_steps=2'])
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 2, out[-3000:]
+  assert 'CheckpointWriteError: Writing a checkpoint to' in out
+  assert 'No space left on device' in out
+  assert 'latest complete checkpoint (step None)' in out
+  assert not _steps(tiny_disk / 'run')  # nothing half-written counts
