@@ -56,6 +56,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim.lars_trust_coefficient = 0.001  # LARS only
   c.optim.lars_eps = 0.0           # LARS only
 
+  c.collapse = ml_collections.ConfigDict()
+  c.collapse.threshold = 0.2       # collapse_std below this counts as collapsing (healthy: ~1)
+  c.collapse.patience_steps = 500  # warn after this many steps under the threshold
+  c.collapse.stop = False          # also stop the run, naming the last healthy checkpoint
+
   c.knn = ml_collections.ConfigDict()
   c.knn.every_epochs = 0           # kNN monitor interval in epochs; 0: only at the end; -1: never
   c.knn.at_start = False           # also score the randomly initialised network

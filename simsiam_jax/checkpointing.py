@@ -73,12 +73,8 @@ class Checkpointer:
         enable_async_checkpointing=cc.async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'config'))
-    best_options = ocp.CheckpointManagerOptions(
-        max_to_keep=1, create=True, best_fn=lambda m: m['knn_top1'],
-        best_mode='max', enable_async_checkpointing=cc.async_save)
-    self.best = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, BEST_DIR)),
-        options=best_options, item_names=('state', 'config'))
+    self.best = None  # made at the first kNN score
+    self._workdir = workdir
     self.config = config
 
   def latest_step(self):
@@ -116,8 +112,17 @@ class Checkpointer:
 
   def save_if_best(self, step: int, state, knn_top1: float):
     """Keeps `state` in checkpoint_best/ if its kNN top-1 is the best so far."""
-    self.best.save(step, args=self._args(state), metrics={'knn_top1': knn_top1},
-                   force=True)
+    if self.best is None:
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=1, create=True, best_fn=lambda m: m['knn_top1'],
+          best_mode='max',
+          enable_async_checkpointing=self.config.checkpoint.async_save)
+      self.best = ocp.CheckpointManager(
+          os.path.abspath(os.path.join(self._workdir, BEST_DIR)),
+          options=options, item_names=('state', 'config'))
+    with self._write_errors():
+      self.best.save(step, args=self._args(state),
+                     metrics={'knn_top1': knn_top1}, force=True)
 
   def reached_preemption(self, step: int) -> bool:
     return self.manager.reached_preemption(step)
@@ -125,7 +130,8 @@ class Checkpointer:
   def wait(self):
     with self._write_errors():
       self.manager.wait_until_finished()
-      self.best.wait_until_finished()
+      if self.best is not None:
+        self.best.wait_until_finished()
 
   def restore(self, abstract_state):
     """The latest readable checkpoint restored into `abstract_state`'s layout.

@@ -18,6 +18,7 @@ from simsiam_jax import checkpointing
 from simsiam_jax import parallel
 from simsiam_jax import train
 from simsiam_jax.data import input_pipeline
+from simsiam_jax.evaluation import collapse
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -32,7 +33,7 @@ MODES = {'pretrain': train.train_and_evaluate}
 # Errors a user can fix: one clear line and exit code 2, no traceback.
 USER_ERRORS = (checkpointing.ConfigMismatch, input_pipeline.DatasetNotReady,
                FloatingPointError, train.WorkdirError,
-               checkpointing.CheckpointWriteError)
+               checkpointing.CheckpointWriteError, collapse.Collapsed)
 
 
 def main(argv):

@@ -24,7 +24,9 @@ from simsiam_jax import losses
 from simsiam_jax import metrics_io
 from simsiam_jax import optim
 from simsiam_jax import parallel
+from simsiam_jax import plot
 from simsiam_jax.data import input_pipeline
+from simsiam_jax.evaluation import collapse
 from simsiam_jax.models import simsiam
 
 SUMMARY_FILE = 'summary.json'
@@ -244,6 +246,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if knn_monitor and config.knn.at_start and start_step == 0:
     writer.write_scalars(0, {'knn_top1': knn_monitor(state)})
   watcher = checkpointing.PreemptionWatcher()
+  cc = config.collapse
+  collapse_watch = collapse.CollapseWatch(cc.threshold, cc.patience_steps,
+                                          cc.stop)
   progress = Progress(num_train_steps, config.batch_size)
   window, window_start = [], start_step
   last = {}
@@ -265,10 +270,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
         last = _log_window(writer, window, progress, step + 1, steps_per_epoch)
         window, window_start = [], step + 1
+        collapse_watch.update(step + 1, last['collapse_std'])
       if (step + 1) % config.checkpoint_every_steps == 0 or done or stop:
         # Never save a state whose loss went non-finite.
         _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
         ckpt.save(step + 1, state, force=True)
+        collapse_watch.checkpoint_saved(step + 1)
       if stop:
         ckpt.wait()
         raise checkpointing.Preempted(
@@ -304,7 +311,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if is_chief:
     with open(os.path.join(workdir, SUMMARY_FILE), 'w') as f:
       json.dump(summary, f, indent=2)
+    _write_plots(workdir)
   return summary
+
+
+def _write_plots(workdir: str):
+  try:
+    paths = plot.plot_run(workdir)
+  except ImportError as e:  # matplotlib is optional for training
+    logging.warning('No plots written (%s).', e)
+    return
+  logging.info('Plots: %s', ', '.join(paths))
 
 
 def _log_window(writer, window, progress, step, steps_per_epoch) -> dict:
