@@ -43,58 +43,51 @@ def TorchConv(features: int, kernel_size: Sequence[int], strides: int = 1,
                  use_bias=False, kernel_init=conv_init, **kwargs)
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convolutions; used by ResNet-18 and ResNet-34."""
+class _Block(nn.Module):
+  """Fields and the shortcut shared by the two residual blocks."""
   filters: int
   strides: int
   conv: Callable[..., nn.Module]
   norm: Callable[..., nn.Module]
   zero_init_residual: bool
 
+  def last_norm(self, name: str) -> nn.Module:
+    # A zero scale makes each block start as the identity (torchvision's
+    # zero_init_residual, used by the official SimSiam code).
+    init = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+    return self.norm(name=name, scale_init=init)
+
+  def add_shortcut(self, x, y):
+    """relu(shortcut(x) + y); a 1x1 strided conv + BN where shapes differ."""
+    if x.shape != y.shape:
+      x = self.conv(y.shape[-1], (1, 1), self.strides,
+                    name='downsample_conv')(x)
+      x = self.norm(name='downsample_bn')(x)
+    return nn.relu(x + y)
+
+
+class BasicBlock(_Block):
+  """Two 3x3 convolutions; used by ResNet-18 and ResNet-34."""
+
   @nn.compact
   def __call__(self, x):
-    residual = x
     y = self.conv(self.filters, (3, 3), self.strides, name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
     y = self.conv(self.filters, (3, 3), name='conv2')(y)
-    # A zero scale makes each block start as the identity (torchvision's
-    # zero_init_residual, used by the official SimSiam code).
-    y = self.norm(name='bn2', scale_init=_last_bn_scale_init(
-        self.zero_init_residual))(y)
-    if residual.shape != y.shape:
-      residual = self.conv(self.filters, (1, 1), self.strides,
-                           name='downsample_conv')(residual)
-      residual = self.norm(name='downsample_bn')(residual)
-    return nn.relu(residual + y)
+    return self.add_shortcut(x, self.last_norm('bn2')(y))
 
 
-class BottleneckBlock(nn.Module):
+class BottleneckBlock(_Block):
   """1x1 -> 3x3 (strided) -> 1x1 with 4x expansion; ResNet-50 and deeper."""
-  filters: int
-  strides: int
-  conv: Callable[..., nn.Module]
-  norm: Callable[..., nn.Module]
-  zero_init_residual: bool
 
   @nn.compact
   def __call__(self, x):
-    residual = x
     y = self.conv(self.filters, (1, 1), name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
     y = self.conv(self.filters, (3, 3), self.strides, name='conv2')(y)
     y = nn.relu(self.norm(name='bn2')(y))
     y = self.conv(self.filters * 4, (1, 1), name='conv3')(y)
-    y = self.norm(name='bn3', scale_init=_last_bn_scale_init(
-        self.zero_init_residual))(y)
-    if residual.shape != y.shape:
-      residual = self.conv(self.filters * 4, (1, 1), self.strides,
-                           name='downsample_conv')(residual)
-      residual = self.norm(name='downsample_bn')(residual)
-    return nn.relu(residual + y)
-
-
-def _last_bn_scale_init(zero: bool):
-  return nn.initializers.zeros if zero else nn.initializers.ones
+    return self.add_shortcut(x, self.last_norm('bn3')(y))
 
 
 class ResNet(nn.Module):
