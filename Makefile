@@ -29,7 +29,7 @@ demo: install data
 	$(BIN)/python -m simsiam_jax.main --config=$(DEMO_CONFIG) --workdir=$(WORKDIR) --alsologtostderr
 
 test: install data
-	$(BIN)/python -m pytest -q --timeout=900 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --timeout=900 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache

@@ -11,7 +11,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.mode = 'pretrain'              # what main runs: 'pretrain'
+  c.mode = 'pretrain'              # 'pretrain', 'knn_eval', 'linear' (frozen probe), 'finetune'
   c.seed = 0                       # root of every PRNG key and data order
   c.batch_size = 512               # GLOBAL batch, over all devices and hosts
   c.num_epochs = 100.0             # run length in epochs (ignored if num_train_steps > 0)
@@ -67,6 +67,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.knn.k = 200                    # neighbours
   c.knn.temperature = 0.1          # weights exp(sim / T) (0.1 seed monitor, 0.2 paper)
   c.knn.batch_size = 512           # global batch for feature extraction
+
+  # The eval modes ('knn_eval', 'linear', 'finetune') load a pretraining run.
+  c.pretrained = ml_collections.ConfigDict()
+  c.pretrained.workdir = ''        # the pretraining run's --workdir
+  c.pretrained.checkpoint = 'latest'  # 'latest' or 'best' (by kNN top-1)
+  c.pretrained.step = -1           # a given step of its checkpoints; -1: as above
+
+  c.classifier = ml_collections.ConfigDict()  # 'linear' and 'finetune' modes
+  c.classifier.head_init_std = 0.01  # new linear layer: N(0, std) weights, zero bias
+  c.classifier.backbone_base_lr = -1.0  # finetune: backbone lr x B/256; -1: optim.base_lr
+  c.classifier.eval_every_epochs = 0  # test-split accuracy interval; 0: only at the end
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = 'synthetic'     # 'synthetic' (in memory), 'fashion_mnist_debian', or a TFDS name

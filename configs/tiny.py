@@ -22,7 +22,7 @@ def get_config():
   c.model.proj_dim = 32
   c.model.pred_hidden_dim = 8
   c.optim.base_lr = 0.05
-  c.knn.every_epochs = -1          # synthetic data has no labels to score
+  c.knn.every_epochs = -1          # no kNN in the smallest runs (tests turn it on)
   c.data.dataset = 'synthetic'
   c.data.image_size = 16
   c.data.synthetic_num_examples = 256

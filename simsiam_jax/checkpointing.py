@@ -65,11 +65,14 @@ def config_mismatches(saved: dict, config: ml_collections.ConfigDict) -> list:
 class Checkpointer:
   """The run's CheckpointManager, with restore-or-init and validation."""
 
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
-    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict,
+               subdir: str = CHECKPOINT_DIR, read_only: bool = False):
+    """The manager of `workdir/subdir`; `read_only` for another run's checkpoints."""
+    self.directory = os.path.abspath(os.path.join(workdir, subdir))
     cc = config.checkpoint
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=cc.keep, create=True, cleanup_tmp_directories=True,
+        max_to_keep=cc.keep, create=not read_only, read_only=read_only,
+        cleanup_tmp_directories=not read_only,
         enable_async_checkpointing=cc.async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'config'))
@@ -133,12 +136,36 @@ class Checkpointer:
       if self.best is not None:
         self.best.wait_until_finished()
 
-  def restore(self, abstract_state):
-    """The latest readable checkpoint restored into `abstract_state`'s layout.
+  def saved_config(self, step=None):
+    """(step, config dict) of `step` or of the latest readable checkpoint.
+
+    Returns:
+      (None, None) when there is no checkpoint.
+    """
+    steps = [step] if step is not None else sorted(self.manager.all_steps(),
+                                                   reverse=True)
+    for s in steps:
+      try:
+        return s, self._read_config(s)
+      except Exception as e:  # pylint: disable=broad-except
+        if step is not None:
+          raise
+        logging.warning('Checkpoint at step %d is unreadable (%s: %s); '
+                        'trying the previous one.', s, type(e).__name__, e)
+    return None, None
+
+  def _read_config(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))['config']
+
+  def restore(self, abstract_state, step=None):
+    """The latest readable checkpoint (or `step`) restored into `abstract_state`'s layout.
 
     Args:
       abstract_state: a TrainState of jax.ShapeDtypeStruct leaves with
         shardings (from jax.eval_shape); its static fields are kept.
+      step: restore this step (an error if it cannot be read); None: the
+        latest readable one.
 
     Returns:
       The restored TrainState, or None when there is no checkpoint.
@@ -149,13 +176,17 @@ class Checkpointer:
         fresh start).
     """
     steps = sorted(self.manager.all_steps(), reverse=True)
+    if step is not None:
+      if step not in steps:
+        raise ValueError(f'No checkpoint of step {step} in {self.directory}; '
+                         f'it has steps {sorted(steps)}.')
+      steps = [step]
     if not steps:
       return None
     target = _state_items(abstract_state)
-    for step in steps:
+    for step in steps:  # pylint: disable=redefined-argument-from-local
       try:
-        saved = self.manager.restore(step, args=ocp.args.Composite(
-            config=ocp.args.JsonRestore()))['config']
+        saved = self._read_config(step)
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('Checkpoint at step %d is unreadable (%s: %s); '
                         'trying the previous one.', step, type(e).__name__, e)
@@ -174,8 +205,6 @@ class Checkpointer:
         logging.warning('Checkpoint at step %d is unreadable (%s: %s); '
                         'trying the previous one.', step, type(e).__name__, e)
         continue
-      logging.info('Resumed from the checkpoint at step %d in %s.', step,
-                   self.directory)
       return abstract_state.replace(**items)
     raise RuntimeError(
         f'Checkpoints {steps} in {self.directory} exist but none can be read. '

@@ -15,7 +15,9 @@ import jax
 from ml_collections import config_flags
 
 from simsiam_jax import checkpointing
+from simsiam_jax import classify
 from simsiam_jax import parallel
+from simsiam_jax import pretrained
 from simsiam_jax import train
 from simsiam_jax.data import input_pipeline
 from simsiam_jax.evaluation import collapse
@@ -29,11 +31,15 @@ flags.DEFINE_integer('num_processes', 0, 'Number of processes (multi-host).')
 flags.DEFINE_integer('process_id', -1, 'Index of this process (multi-host).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-MODES = {'pretrain': train.train_and_evaluate}
+MODES = {'pretrain': train.train_and_evaluate,
+         'knn_eval': pretrained.knn_eval,
+         'linear': classify.train_and_evaluate,
+         'finetune': classify.train_and_evaluate}
 # Errors a user can fix: one clear line and exit code 2, no traceback.
 USER_ERRORS = (checkpointing.ConfigMismatch, input_pipeline.DatasetNotReady,
                FloatingPointError, train.WorkdirError,
-               checkpointing.CheckpointWriteError, collapse.Collapsed)
+               checkpointing.CheckpointWriteError, collapse.Collapsed,
+               pretrained.PretrainedNotFound)
 
 
 def main(argv):

@@ -74,7 +74,7 @@ def weight_decay_mask(kind: str):
   return lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def _base_optimizer(optim_config, learning_rate) -> optax.GradientTransformation:
+def base_optimizer(optim_config, learning_rate) -> optax.GradientTransformation:
   kind = optim_config.optimizer
   mask = weight_decay_mask(optim_config.weight_decay_mask)
   if kind == 'sgd':
@@ -106,13 +106,13 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   oc = config.optim
   peak = scaled_lr(oc.base_lr, config.batch_size)
   schedule = create_schedule(oc, peak, steps_per_epoch, num_train_steps)
-  transforms = {'default': _base_optimizer(oc, schedule)}
+  transforms = {'default': base_optimizer(oc, schedule)}
   if config.model.predictor == 'fixed_random':
     # Paper Table 1c: the predictor stays at its random initialisation.
     transforms['predictor'] = optax.set_to_zero()
   elif oc.fix_pred_lr:
     # The official --fix-pred-lr: the predictor keeps the initial lr.
-    transforms['predictor'] = _base_optimizer(oc, peak)
+    transforms['predictor'] = base_optimizer(oc, peak)
   else:
     transforms['predictor'] = transforms['default']
   return optax.multi_transform(transforms, param_labels), schedule

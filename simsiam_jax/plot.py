@@ -1,6 +1,8 @@
 """PNG curves of a run from its metrics.jsonl: loss, collapse statistic, lr, kNN.
 
   python -m simsiam_jax.plot --workdir=DIR
+  python -m simsiam_jax.plot --workdir=RUN_A --workdir=RUN_B --out=DIR \
+      --prefix=compare_     # several runs overlaid
 
 Written at the end of every run too; one PNG per metric, against epochs.
 """
@@ -13,37 +15,59 @@ from absl import flags
 from simsiam_jax import metrics_io
 
 METRICS = {
-    'loss': 'SimSiam loss (-1 = aligned)',
+    'loss': 'training loss (SimSiam: -1 = aligned)',
     'collapse_std': 'std of l2-normalised z x sqrt(d) (1 healthy, 0 collapsed)',
     'learning_rate': 'learning rate',
     'knn_top1': 'kNN top-1 accuracy',
+    'test_top1': 'test top-1 accuracy (linear probe / fine-tuning)',
 }
 
 
-def plot_run(workdir: str) -> list[str]:
-  """Writes WORKDIR/<metric>.png for each metric logged; returns the paths."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+def _curves(workdir: str) -> dict:
+  """{metric: (x, values, 'epoch' or 'step')} of one run's metrics.jsonl."""
   rows = metrics_io.read_metrics(workdir)
   # kNN rows carry no epoch: map steps to epochs from the rows that do.
   per_step = [r['epoch'] / r['step'] for r in rows
               if r.get('epoch') and r['step']]
   epochs_per_step = per_step[-1] if per_step else None
+  curves = {}
+  for name in METRICS:
+    points = [(r['step'], r[name]) for r in rows if name in r]
+    if points:
+      steps, values = zip(*points)
+      x = ([s * epochs_per_step for s in steps] if epochs_per_step else steps)
+      curves[name] = (x, values, 'epoch' if epochs_per_step else 'step')
+  return curves
+
+
+def _name(workdir: str) -> str:
+  return os.path.basename(os.path.normpath(workdir))
+
+
+def plot_runs(workdirs: list[str], out_dir: str, prefix: str = '') -> list[str]:
+  """One PNG per metric in `out_dir`, each run's curve on it; returns the paths."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  runs = {_name(w) if len(workdirs) > 1 else '': _curves(w) for w in workdirs}
+  os.makedirs(out_dir, exist_ok=True)
   written = []
   for name, label in METRICS.items():
-    points = [(r['step'], r[name]) for r in rows if name in r]
-    if not points:
+    if not any(name in c for c in runs.values()):
       continue
-    steps, values = zip(*points)
-    x = ([s * epochs_per_step for s in steps] if epochs_per_step else steps)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(x, values, marker='o' if len(x) < 30 else None)
-    ax.set_xlabel('epoch' if epochs_per_step else 'step')
+    for run, curves in runs.items():
+      if name in curves:
+        x, values, unit = curves[name]
+        ax.plot(x, values, marker='o' if len(x) < 30 else None,
+                label=run or None)
+        ax.set_xlabel(unit)
     ax.set_ylabel(label)
-    ax.set_title(f'{name} - {os.path.basename(os.path.normpath(workdir))}')
+    ax.set_title(name if len(runs) > 1 else f'{name} - {_name(workdirs[0])}')
+    if len(runs) > 1:
+      ax.legend()
     ax.grid(alpha=0.3)
-    path = os.path.join(workdir, f'{name}.png')
+    path = os.path.join(out_dir, f'{prefix}{name}.png')
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -51,13 +75,27 @@ def plot_run(workdir: str) -> list[str]:
   return written
 
 
+def plot_run(workdir: str) -> list[str]:
+  """Writes WORKDIR/<metric>.png for each metric logged; returns the paths."""
+  return plot_runs([workdir], workdir)
+
+
 def main(argv):
   del argv
-  for path in plot_run(flags.FLAGS.workdir):
+  f = flags.FLAGS
+  if len(f.workdir) == 1 and not f.out:
+    paths = plot_run(f.workdir[0])
+  else:
+    paths = plot_runs(f.workdir, f.out or f.workdir[0], f.prefix)
+  for path in paths:
     print(path)
 
 
 if __name__ == '__main__':
-  flags.DEFINE_string('workdir', None, 'Workdir of a run.')
+  flags.DEFINE_multi_string('workdir', None, 'Workdir of a run; repeat it to '
+                            'draw several runs on one plot.')
+  flags.DEFINE_string('out', '', 'Folder for the PNGs (default: the first '
+                      'workdir).')
+  flags.DEFINE_string('prefix', '', 'Prefix of the PNG file names.')
   flags.mark_flag_as_required('workdir')
   app.run(main)

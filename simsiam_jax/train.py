@@ -84,7 +84,9 @@ def restore_or_create(checkpointer: checkpointing.Checkpointer, model, tx, rng,
   if state is None:
     logging.info('No checkpoint in %s: starting from step 0.',
                  checkpointer.directory)
-    state = create_train_state(model, tx, rng, image_shape, mesh)
+    return create_train_state(model, tx, rng, image_shape, mesh)
+  logging.info('Resumed from the checkpoint at step %d in %s.',
+               int(state.step), checkpointer.directory)
   return state
 
 
@@ -202,6 +204,72 @@ def _check_finite(losses_in_window: list, first_step: int,
         'check the input data.')
 
 
+def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
+        steps_per_epoch: int, num_train_steps: int, after_log=None,
+        after_save=None, at_epoch_end=None):
+  """Runs `step_fn` from `state.step` to `num_train_steps`: the shared loop.
+
+  Logs every `config.log_every_steps` (a non-finite loss stops the run
+  before anything is saved), checkpoints every `config.checkpoint_every_steps`
+  and at the end, and on SIGTERM or a preemption notice saves and raises
+  `checkpointing.Preempted`.
+
+  Args:
+    after_log: called as (step, averaged metrics) after each log.
+    after_save: called as (step) after each checkpoint.
+    at_epoch_end: called as (step, epoch, state) at each epoch's end except
+      the last; returns True if it paused training (evaluation).
+
+  Returns:
+    (final state, the last logged metrics, the Progress clock).
+  """
+  start_step = int(state.step)
+  report = (_report_progress(num_train_steps, writer)
+            if jax.process_index() == 0 else None)
+  watcher = checkpointing.PreemptionWatcher()
+  progress = Progress(num_train_steps, config.batch_size)
+  window, window_start = [], start_step
+  last = {}
+  try:
+    for step in range(start_step, num_train_steps):
+      batch = parallel.host_to_global(next(train_iter), mesh)
+      state, metrics = step_fn(state, batch)
+      window.append(metrics)
+      if step == start_step:
+        jax.block_until_ready(metrics)
+        progress.first_step_done(step + 1)
+        logging.info('First step (compile + run) took %.1f s.',
+                     progress.first_step_s)
+      if report is not None:
+        report(step + 1)
+      done = step + 1 == num_train_steps
+      stop = watcher.should_stop(step + 1, ckpt)
+      if (step + 1) % config.log_every_steps == 0 or done:
+        _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
+        last = _log_window(writer, window, progress, step + 1, steps_per_epoch)
+        window, window_start = [], step + 1
+        if after_log:
+          after_log(step + 1, last)
+      if (step + 1) % config.checkpoint_every_steps == 0 or done or stop:
+        # Never save a state whose loss went non-finite.
+        _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
+        ckpt.save(step + 1, state, force=True)
+        if after_save:
+          after_save(step + 1)
+      if stop:
+        ckpt.wait()
+        raise checkpointing.Preempted(
+            f'Preempted: saved step {step + 1} in {ckpt.directory}; run the '
+            'same command to resume.')
+      if (at_epoch_end and not done and (step + 1) % steps_per_epoch == 0 and
+          at_epoch_end(step + 1, (step + 1) // steps_per_epoch, state)):
+        progress.pause_done()
+  finally:
+    watcher.close()
+    ckpt.wait()
+  return state, last, progress
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Pretrains SimSiam as `config` says; resumes from `workdir` if it has checkpoints.
 
@@ -218,7 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   local_batch = parallel.check_batch_size(config.batch_size, mesh)
   is_chief = jax.process_index() == 0
   if is_chief:
-    _prepare_workdir(workdir, config)
+    prepare_workdir(workdir, config)
 
   num_examples, image_shape = input_pipeline.describe(config)
   steps_per_epoch, num_train_steps = num_steps(config, num_examples)
@@ -240,57 +308,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                config.batch_size // mesh.devices.size, steps_per_epoch)
 
   writer = metrics_io.create_writer(workdir, is_chief)
-  report = _report_progress(num_train_steps, writer) if is_chief else None
   knn_monitor = _knn_monitor(config, model, mesh)
   knn_epochs = config.knn.every_epochs
   if knn_monitor and config.knn.at_start and start_step == 0:
     writer.write_scalars(0, {'knn_top1': knn_monitor(state)})
-  watcher = checkpointing.PreemptionWatcher()
   cc = config.collapse
   collapse_watch = collapse.CollapseWatch(cc.threshold, cc.patience_steps,
                                           cc.stop)
-  progress = Progress(num_train_steps, config.batch_size)
-  window, window_start = [], start_step
-  last = {}
-  try:
-    for step in range(start_step, num_train_steps):
-      batch = parallel.host_to_global(next(train_iter), mesh)
-      state, metrics = p_train_step(state, batch)
-      window.append(metrics)
-      if step == start_step:
-        jax.block_until_ready(metrics)
-        progress.first_step_done(step + 1)
-        logging.info('First step (compile + run) took %.1f s.',
-                     progress.first_step_s)
-      if report is not None:
-        report(step + 1)
-      done = step + 1 == num_train_steps
-      stop = watcher.should_stop(step + 1, ckpt)
-      if (step + 1) % config.log_every_steps == 0 or done:
-        _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
-        last = _log_window(writer, window, progress, step + 1, steps_per_epoch)
-        window, window_start = [], step + 1
-        collapse_watch.update(step + 1, last['collapse_std'])
-      if (step + 1) % config.checkpoint_every_steps == 0 or done or stop:
-        # Never save a state whose loss went non-finite.
-        _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
-        ckpt.save(step + 1, state, force=True)
-        collapse_watch.checkpoint_saved(step + 1)
-      if stop:
-        ckpt.wait()
-        raise checkpointing.Preempted(
-            f'Preempted: saved step {step + 1} in {ckpt.directory}; run the '
-            'same command to resume.')
-      epoch = (step + 1) // steps_per_epoch
-      if (knn_monitor and not done and knn_epochs > 0 and
-          epoch % knn_epochs == 0 and (step + 1) % steps_per_epoch == 0):
-        top1 = knn_monitor(state)
-        writer.write_scalars(step + 1, {'knn_top1': top1})
-        ckpt.save_if_best(step + 1, state, top1)
-        progress.pause_done()
-  finally:
-    watcher.close()
-    ckpt.wait()
+
+  def at_epoch_end(step, epoch, state):
+    if not (knn_monitor and knn_epochs > 0 and epoch % knn_epochs == 0):
+      return False
+    top1 = knn_monitor(state)
+    writer.write_scalars(step, {'knn_top1': top1})
+    ckpt.save_if_best(step, state, top1)
+    return True
+
+  state, last, progress = fit(
+      config, state, train_iter, p_train_step, mesh=mesh, ckpt=ckpt,
+      writer=writer, steps_per_epoch=steps_per_epoch,
+      num_train_steps=num_train_steps,
+      after_log=lambda step, m: collapse_watch.update(step, m['collapse_std']),
+      after_save=collapse_watch.checkpoint_saved, at_epoch_end=at_epoch_end)
 
   # Stop the input pipeline: its threads would compete with the final
   # evaluation and with TensorFlow's summary writes.
@@ -305,14 +344,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'epochs': int(state.step) / steps_per_epoch,
              'first_step_s': progress.first_step_s,
              'wall_time_s': time.perf_counter() - progress.t_start, **last}
+  write_summary(workdir, summary, writer)
+  return summary
+
+
+def write_summary(workdir: str, summary: dict, writer):
+  """Flushes the metric writers; process 0 writes summary.json and the plots."""
   t = time.perf_counter()
   writer.flush()
   logging.info('Metric writers flushed in %.1f s.', time.perf_counter() - t)
-  if is_chief:
+  if jax.process_index() == 0:
     with open(os.path.join(workdir, SUMMARY_FILE), 'w') as f:
       json.dump(summary, f, indent=2)
     _write_plots(workdir)
-  return summary
 
 
 def _write_plots(workdir: str):
@@ -324,33 +368,32 @@ def _write_plots(workdir: str):
   logging.info('Plots: %s', ', '.join(paths))
 
 
+_NOT_SHOWN = ('grad_norm', 'steps_per_sec', 'images_per_sec', 'eta_s')
+
+
 def _log_window(writer, window, progress, step, steps_per_epoch) -> dict:
   """Averages the window's metrics, writes them and prints the progress line."""
   last = {k: float(np.mean(jax.device_get([m[k] for m in window])))
           for k in window[0]}
   last.update(progress.rate(step))
   writer.write_scalars(step, {**last, 'epoch': step / steps_per_epoch})
-  logging.info(
-      'step %d/%d (epoch %.2f) | loss %.4f | collapse_std %.3f | lr %.4g | '
-      '%.0f img/s | ETA %s', step, progress.num_train_steps,
-      step / steps_per_epoch, last['loss'], last['collapse_std'],
-      last['learning_rate'], last['images_per_sec'],
-      _format_eta(last['eta_s']))
+  shown = ' | '.join(f'{k} {v:.4g}' for k, v in last.items()
+                    if k not in _NOT_SHOWN)
+  logging.info('step %d/%d (epoch %.2f) | %s | %.0f img/s | ETA %s', step,
+               progress.num_train_steps, step / steps_per_epoch, shown,
+               last['images_per_sec'], _format_eta(last['eta_s']))
   return last
 
 
 def _knn_monitor(config, model, mesh):
-  """The kNN monitor, or None when it is off or the data set has no labels."""
+  """The kNN monitor, or None when it is off."""
   if config.knn.every_epochs < 0:
-    return None
-  if config.data.dataset == 'synthetic':
-    logging.info('kNN monitor off: the synthetic source has no test split.')
     return None
   from simsiam_jax.evaluation import monitor  # pylint: disable=g-import-not-at-top
   return monitor.KnnMonitor(config, model, mesh)
 
 
-def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict):
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict):
   """Creates the workdir and saves the config; a clear error if it cannot."""
   try:
     os.makedirs(workdir, exist_ok=True)

@@ -1,6 +1,7 @@
 """Collapse watch and end-of-run plots."""
 
 import json
+import os
 
 import pytest
 
@@ -50,3 +51,15 @@ def test_plots_from_metrics(tmp_path):
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   assert json.loads((tmp_path / 'metrics.jsonl').read_text().splitlines()[-1]) == {
       'step': 30, 'knn_top1': 0.7}
+
+
+def test_runs_overlaid_on_one_plot(tmp_path):
+  for run, loss in (('a', -0.5), ('b', -0.99)):
+    (tmp_path / run).mkdir()
+    writer = metrics_io.JsonlWriter(str(tmp_path / run))
+    for step in (10, 20):
+      writer.write_scalars(step, {'loss': loss, 'epoch': step / 10})
+  paths = plot.plot_runs([str(tmp_path / 'a'), str(tmp_path / 'b')],
+                         str(tmp_path / 'out'), prefix='cmp_')
+  assert [os.path.basename(p) for p in paths] == ['cmp_loss.png']
+  assert os.path.getsize(paths[0]) > 1000

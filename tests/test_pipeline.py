@@ -1,6 +1,5 @@
 """TFDS sources and the tf.data two-view pipeline on a small Fashion-MNIST-format set."""
 
-import gzip
 import os
 import time
 
@@ -12,15 +11,9 @@ tf = pytest.importorskip('tensorflow')
 from configs import fashion_mnist as fm_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from simsiam_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top,wrong-import-position
 from simsiam_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests import fmnist_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 N_TRAIN, N_TEST = 96, 40
-
-
-def _write_idx(path, array):
-  header = bytes([0, 0, 0x08, array.ndim])
-  header += b''.join(int(d).to_bytes(4, 'big') for d in array.shape)
-  with gzip.open(path, 'wb') as f:
-    f.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope='module')
@@ -34,10 +27,7 @@ def small_fmnist(tmp_path_factory):
     images = rng.integers(0, 256, (n, 28, 28))
     images[:, 0, 0] = np.arange(n)  # a unique id in the corner pixel
     images[:, 0, 1] = np.arange(n) // 256
-    labels = np.arange(n) % 10
-    names = fashion_mnist.FILES[split]
-    _write_idx(manual / names[0], images)
-    _write_idx(manual / names[1], labels)
+    fmnist_files.write_split(manual, split, images, np.arange(n) % 10)
   dc = fm_config.get_config().data
   dc.data_dir = str(root / 'tfds')
   dc.manual_dir = str(manual)

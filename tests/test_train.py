@@ -34,7 +34,7 @@ def _one_step(config, devices, batch):
 @pytest.fixture(scope='module')
 def one_vs_eight():
   config = tiny.get_config()
-  batch = next(synthetic.two_view_batches(64, 16, 3, 16, seed=0))
+  batch = next(synthetic.train_batches(64, 16, 3, 16, seed=0))
   batch = {k: batch[k] for k in ('view1', 'view2')}
   return (_one_step(config, jax.devices()[:1], batch),
           _one_step(config, jax.devices(), batch))
@@ -89,7 +89,7 @@ def test_imagenet_config_runs_one_step_at_reduced_size():
   config = imagenet.get_config()
   config.batch_size = 8
   config.data.image_size = 32
-  batch = next(synthetic.two_view_batches(8, 32, 3, 8, seed=0))
+  batch = next(synthetic.train_batches(8, 32, 3, 8, seed=0))
   batch = {k: batch[k] for k in ('view1', 'view2')}
   params, _, _, metrics = _one_step(config, jax.devices(), batch)
   assert np.isfinite(metrics['loss'])

@@ -122,8 +122,12 @@ def _crop_train(example, seed, builder, dc):
 
 def train_dataset(dc: ml_collections.ConfigDict, builder, seed: int,
                   local_batch_size: int, process_index: int,
-                  process_count: int, start_step: int = 0) -> tf.data.Dataset:
-  """Endless per-process batches of two augmented views.
+                  process_count: int, start_step: int = 0,
+                  views: int = 2) -> tf.data.Dataset:
+  """Endless per-process batches of two augmented views (or one: `views=1`).
+
+  Two views: {'view1', 'view2', 'label'}; one view (linear probe,
+  fine-tuning): {'image', 'label'}.
 
   Deterministic: the views of the n-th example of process p are a function
   of (seed, p, n) only, so a run restarts at `start_step` by skipping.
@@ -144,16 +148,18 @@ def train_dataset(dc: ml_collections.ConfigDict, builder, seed: int,
     ds = ds.skip(start_step * local_batch_size)
   base = tf.constant([seed, process_index], tf.int64)
 
-  def two_views(index, example):
-    s = augment.split_seed(tf.random.experimental.stateless_fold_in(base, index), 4)
-    views = {}
-    for v in range(2):
-      crop = _crop_train(example, s[2 * v], builder, dc)
-      views[f'view{v + 1}'] = augment.augment_view(crop, s[2 * v + 1], dc.aug)
-    views['label'] = tf.cast(example['label'], tf.int32)
-    return views
+  names = ('view1', 'view2') if views == 2 else ('image',)
 
-  ds = ds.map(two_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  def augmented_views(index, example):
+    s = augment.split_seed(tf.random.experimental.stateless_fold_in(base, index), 4)
+    out = {}
+    for v, name in enumerate(names):
+      crop = _crop_train(example, s[2 * v], builder, dc)
+      out[name] = augment.augment_view(crop, s[2 * v + 1], dc.aug)
+    out['label'] = tf.cast(example['label'], tf.int32)
+    return out
+
+  ds = ds.map(augmented_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   options = tf.data.Options()
   options.threading.private_threadpool_size = dc.num_workers or 0

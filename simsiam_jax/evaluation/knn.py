@@ -57,7 +57,7 @@ def knn_predict(queries: jax.Array, bank: jax.Array, bank_labels: jax.Array,
       per_device, mesh=mesh,
       in_specs=(P(), P(axis), P(axis), P(axis)), out_specs=(P(), P()),
       check_vma=False)(queries, bank, bank_labels, bank_mask)
-  top_sim, top_pos = jax.lax.top_k(sims, k)
+  top_sim, top_pos = jax.lax.top_k(sims, min(k, sims.shape[1]))
   top_labels = jnp.take_along_axis(labels, top_pos, axis=1)
   weights = jnp.exp(top_sim / temperature)  # padding rows: exp(-inf) = 0
   scores = jnp.sum(jax.nn.one_hot(top_labels, num_classes) * weights[..., None],

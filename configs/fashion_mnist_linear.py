@@ -1,0 +1,22 @@
+"""Linear probe on Fashion-MNIST (SGD, the CIFAR-10 reproduction protocol).
+
+Default: 10 epochs, a few minutes on a 2-core CPU for the main command's
+network; `:full` runs the 100-epoch protocol.
+
+  python -m simsiam_jax.main --config=configs/fashion_mnist_linear.py \
+      --config.pretrained.workdir=workdirs/demo --workdir=workdirs/demo_linear
+"""
+
+from configs import fashion_mnist
+from configs import linear_common
+
+
+def get_config(variant: str = 'cpu'):
+  if variant not in ('cpu', 'full'):
+    raise ValueError(f"variant must be 'cpu' or 'full', got {variant!r}.")
+  c = linear_common.as_linear_probe(
+      fashion_mnist.get_config(variant), batch_size=256, base_lr=30.0,
+      num_epochs=10.0 if variant == 'cpu' else 100.0)
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 1000
+  return c

@@ -1,0 +1,105 @@
+"""Loading a pretraining run for evaluation, and the standalone kNN mode.
+
+  python -m simsiam_jax.main --config=configs/fashion_mnist.py \
+      --config.mode=knn_eval --config.pretrained.workdir=PRETRAIN_DIR \
+      --workdir=EVAL_DIR
+
+The network is rebuilt from the config saved in the checkpoint, so an eval
+config never has to repeat the pretraining run's model settings.
+"""
+
+import json
+import os
+
+from absl import logging
+import jax
+import ml_collections
+
+from simsiam_jax import checkpointing
+from simsiam_jax import optim
+from simsiam_jax import parallel
+from simsiam_jax import train
+from simsiam_jax.models import simsiam
+
+WHICH = ('latest', 'best')
+
+
+class PretrainedNotFound(ValueError):
+  """`config.pretrained` names no readable pretraining checkpoint."""
+
+
+def _check(config: ml_collections.ConfigDict, workdir: str) -> str:
+  pc = config.pretrained
+  if not pc.workdir:
+    raise PretrainedNotFound(
+        f'config.mode={config.mode!r} evaluates a pretraining run: pass '
+        '--config.pretrained.workdir=DIR (the --workdir of the pretraining).')
+  if pc.checkpoint not in WHICH:
+    raise PretrainedNotFound(f'config.pretrained.checkpoint must be one of '
+                             f'{WHICH}, got {pc.checkpoint!r}.')
+  if os.path.abspath(pc.workdir) == os.path.abspath(workdir):
+    raise PretrainedNotFound(
+        f'--workdir is the pretraining workdir {pc.workdir!r}: give the '
+        'evaluation its own --workdir so the pretraining run stays untouched.')
+  subdir = (checkpointing.BEST_DIR if pc.checkpoint == 'best'
+            else checkpointing.CHECKPOINT_DIR)
+  directory = os.path.join(pc.workdir, subdir)
+  if not os.path.isdir(directory):
+    raise PretrainedNotFound(
+        f'No {subdir}/ in {pc.workdir!r}: config.pretrained.workdir must be a '
+        'pretraining --workdir' + (' whose run had the kNN monitor on.'
+                                   if pc.checkpoint == 'best' else '.'))
+  return subdir
+
+
+def load(config: ml_collections.ConfigDict, workdir: str, mesh):
+  """The pretraining run named by `config.pretrained`.
+
+  Returns:
+    (its config, its SimSiam model, its TrainState replicated on `mesh`).
+
+  Raises:
+    PretrainedNotFound: no such run or checkpoint.
+  """
+  pc = config.pretrained
+  subdir = _check(config, workdir)
+  # Its own config first: it says which network (and optimiser state) to build.
+  reader = checkpointing.Checkpointer(pc.workdir, config, subdir=subdir,
+                                      read_only=True)
+  step = pc.step if pc.step >= 0 else None
+  step, saved = reader.saved_config(step)
+  if saved is None:
+    raise PretrainedNotFound(f'No readable checkpoint in {reader.directory}.')
+  saved = ml_collections.ConfigDict(saved)
+  model = simsiam.create_model(saved.model)
+  tx, _ = optim.create_optimizer(saved, 1, 1 << 30)  # shapes only
+  image_shape = (saved.data.image_size, saved.data.image_size,
+                 saved.data.channels)
+  abstract = train.abstract_train_state(model, tx, jax.random.key(0),
+                                        image_shape, mesh)
+  reader = checkpointing.Checkpointer(pc.workdir, saved, subdir=subdir,
+                                      read_only=True)
+  state = reader.restore(abstract, step=step)
+  logging.info('Loaded the pretrained checkpoint at step %d from %s.',
+               int(state.step), reader.directory)
+  return saved, model, state
+
+
+def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """kNN top-1 of a saved checkpoint on `config.data` with `config.knn`.
+
+  Writes `workdir/summary.json` ({'knn_top1', 'step', 'pretrained'}).
+  """
+  from simsiam_jax.evaluation import monitor  # pylint: disable=g-import-not-at-top
+  mesh = parallel.create_mesh()
+  if jax.process_index() == 0:
+    train.prepare_workdir(workdir, config)
+  _, model, state = load(config, workdir, mesh)
+  top1 = monitor.KnnMonitor(config, model, mesh)(state)
+  summary = {'knn_top1': top1, 'step': int(state.step),
+             'pretrained': os.path.abspath(config.pretrained.workdir),
+             'checkpoint': config.pretrained.checkpoint}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, train.SUMMARY_FILE), 'w') as f:
+      json.dump(summary, f, indent=2)
+  return summary

@@ -1,0 +1,34 @@
+"""Fashion-MNIST-format IDX files for tests: synthetic, or a subset of Debian's."""
+
+import gzip
+import os
+
+import numpy as np
+
+from simsiam_jax.data import fashion_mnist
+
+
+def write_idx(path, array):
+  header = bytes([0, 0, 0x08, array.ndim])
+  header += b''.join(int(d).to_bytes(4, 'big') for d in array.shape)
+  with gzip.open(path, 'wb') as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_split(manual_dir, split: str, images, labels):
+  names = fashion_mnist.FILES[split]
+  write_idx(os.path.join(manual_dir, names[0]), images)
+  write_idx(os.path.join(manual_dir, names[1]), labels)
+
+
+def debian_available() -> bool:
+  return not fashion_mnist.missing_files(fashion_mnist.DEBIAN_DIR)
+
+
+def write_debian_subset(manual_dir, n_train: int, n_test: int):
+  """The first n examples of each of Debian's splits (classes are balanced there)."""
+  for split, n in (('train', n_train), ('test', n_test)):
+    names = fashion_mnist.FILES[split]
+    images, labels = (fashion_mnist.read_idx(
+        os.path.join(fashion_mnist.DEBIAN_DIR, f)) for f in names)
+    write_split(manual_dir, split, images[:n], labels[:n])
