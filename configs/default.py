@@ -94,6 +94,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.shuffle_buffer = 16384    # examples in the shuffle buffer
   c.data.num_workers = 0           # tf.data threads; 0 = TensorFlow's default
   c.data.synthetic_num_examples = 1024  # size of the synthetic train split
+  c.data.augment_on = 'host'       # 'host' (tf.data) or 'device' (in the train step; host ships uint8)
+  c.data.resident = False          # keep the uint8 train split on the devices (small sets; needs 'device')
 
   c.data.aug = ml_collections.ConfigDict()  # the two-view recipe (ImageNet values)
   c.data.aug.crop_scale = (0.2, 1.0)       # RandomResizedCrop area fraction

@@ -49,11 +49,15 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
 
 
 def host_to_global(local_batch, mesh: Mesh):
-  """Per-process numpy batch (a pytree) -> global jax.Arrays sharded on 'data'."""
+  """Per-process numpy batch (a pytree) -> global jax.Arrays sharded on 'data'.
+
+  Leaves that are already jax.Arrays (data resident on the devices) pass as
+  they are.
+  """
   sharding = data_sharded(mesh)
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, x),
-      local_batch)
+      lambda x: x if isinstance(x, jax.Array) else
+      jax.make_array_from_process_local_data(sharding, x), local_batch)
 
 
 def initialize_distributed(coordinator_address: str = '',

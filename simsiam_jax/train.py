@@ -92,18 +92,22 @@ def restore_or_create(checkpointer: checkpointing.Checkpointer, model, tx, rng,
 
 def train_step(state: TrainState, batch: dict, *,
                loss_config: ml_collections.ConfigDict,
-               schedule: optax.Schedule):
+               schedule: optax.Schedule, prepare=None):
   """One SGD step on a global batch of two views.
 
   Args:
     state: the replicated train state.
-    batch: {'view1', 'view2': [B, H, W, C]}, sharded along B.
+    batch: {'view1', 'view2': [B, H, W, C]}, sharded along B; or what
+      `prepare` turns into that.
     loss_config: `config.loss` (stop_gradient, symmetric, similarity).
     schedule: learning rate per step, for logging.
+    prepare: None, or (batch, step) -> views: on-device augmentation.
 
   Returns:
     (new state, metrics of this step: scalars).
   """
+  if prepare is not None:
+    batch = prepare(batch, state.step)
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
     (z1, z2, p1, p2), updates = state.apply_fn(
@@ -126,10 +130,11 @@ def train_step(state: TrainState, batch: dict, *,
   return new_state, metrics
 
 
-def make_train_step(config: ml_collections.ConfigDict, mesh, schedule):
+def make_train_step(config: ml_collections.ConfigDict, mesh, schedule,
+                    prepare=None):
   """The train step jitted over the mesh: batch sharded, state replicated and donated."""
   step = functools.partial(train_step, loss_config=config.loss,
-                           schedule=schedule)
+                           schedule=schedule, prepare=prepare)
   return jax.jit(step,
                  in_shardings=(parallel.replicated(mesh),
                                parallel.data_sharded(mesh)),
@@ -288,7 +293,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if is_chief:
     prepare_workdir(workdir, config)
 
-  num_examples, image_shape = input_pipeline.describe(config)
+  resident_set = None
+  if config.data.resident:
+    from simsiam_jax.data import resident  # pylint: disable=g-import-not-at-top
+    resident_set = resident.ResidentTrainSet(config, mesh)
+    num_examples, image_shape = (resident_set.num_examples,
+                                 resident_set.image_shape)
+  else:
+    num_examples, image_shape = input_pipeline.describe(config)
   steps_per_epoch, num_train_steps = num_steps(config, num_examples)
   model = simsiam.create_model(config.model)
   tx, schedule = optim.create_optimizer(config, steps_per_epoch,
@@ -297,9 +309,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = restore_or_create(ckpt, model, tx, jax.random.key(config.seed),
                             image_shape, mesh)
   start_step = int(state.step)
-  train_iter = input_pipeline.create_train_iterator(config, local_batch,
-                                                    start_step)
-  p_train_step = make_train_step(config, mesh, schedule)
+  if resident_set is not None:
+    train_iter = resident_set.batches()  # the step reads it by state.step
+  else:
+    train_iter = input_pipeline.create_train_iterator(config, local_batch,
+                                                      start_step)
+  p_train_step = make_train_step(
+      config, mesh, schedule,
+      _device_augmentation(config, mesh, steps_per_epoch))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('SimSiam ResNet-%d: %.2fM parameters; steps %d-%d of global '
                'batch %d (%d per process, %d per device); %d steps per epoch.',
@@ -377,12 +394,21 @@ def _log_window(writer, window, progress, step, steps_per_epoch) -> dict:
           for k in window[0]}
   last.update(progress.rate(step))
   writer.write_scalars(step, {**last, 'epoch': step / steps_per_epoch})
-  shown = ' | '.join(f'{k} {v:.4g}' for k, v in last.items()
-                    if k not in _NOT_SHOWN)
+  names = sorted((k for k in last if k not in _NOT_SHOWN),
+                 key=lambda k: (k != 'loss', k))  # loss first
+  shown = ' | '.join(f'{k} {last[k]:.4g}' for k in names)
   logging.info('step %d/%d (epoch %.2f) | %s | %.0f img/s | ETA %s', step,
                progress.num_train_steps, step / steps_per_epoch, shown,
                last['images_per_sec'], _format_eta(last['eta_s']))
   return last
+
+
+def _device_augmentation(config, mesh, steps_per_epoch: int):
+  """The in-step augmentation when `data.augment_on='device'`, else None."""
+  if config.data.augment_on == 'host' and not config.data.resident:
+    return None
+  from simsiam_jax.data import resident  # pylint: disable=g-import-not-at-top
+  return resident.prepare_fn(config, mesh, steps_per_epoch)
 
 
 def _knn_monitor(config, model, mesh):

@@ -6,37 +6,18 @@ re-gzipped files fail; this builder reads the same IDX files from
 with `apt-get install -y dataset-fashion-mnist`.
 """
 
-import gzip
 import os
 
-import numpy as np
 import tensorflow_datasets as tfds
 
-DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
-FILES = {
-    'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
-    'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'),
-}
-CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
-           'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+from simsiam_jax.data import idx_files
 
-
-def read_idx(path: str) -> np.ndarray:
-  """Reads a gzipped IDX file (uint8 data) into an array of its shape."""
-  with gzip.open(path, 'rb') as f:
-    data = f.read()
-  magic = int.from_bytes(data[:4], 'big')
-  if magic >> 8 != 0x08:
-    raise ValueError(f'{path} is not a uint8 IDX file (magic {magic:#x}).')
-  ndim = magic & 0xFF
-  shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], 'big')
-           for i in range(ndim)]
-  return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def missing_files(directory: str) -> list[str]:
-  return [f for pair in FILES.values() for f in pair
-          if not os.path.exists(os.path.join(directory, f))]
+# The files' names and reader live in idx_files (no TensorFlow there).
+DEBIAN_DIR = idx_files.DEBIAN_DIR
+FILES = idx_files.FILES
+CLASSES = idx_files.CLASSES
+read_idx = idx_files.read_idx
+missing_files = idx_files.missing_files
 
 
 class FashionMnistDebian(tfds.core.GeneratorBasedBuilder):

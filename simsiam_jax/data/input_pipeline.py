@@ -11,6 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from simsiam_jax.data import idx_files
 from simsiam_jax.data import synthetic
 
 
@@ -38,6 +39,8 @@ def num_classes(config: ml_collections.ConfigDict) -> int:
   dc = config.data
   if dc.dataset == 'synthetic':
     return synthetic.NUM_CLASSES
+  if dc.dataset == 'fashion_mnist_debian':
+    return len(idx_files.CLASSES)
   return _pipeline().get_builder(dc).info.features['label'].num_classes
 
 
@@ -73,9 +76,22 @@ def eval_batches(config: ml_collections.ConfigDict, split: str,
   dc = config.data
   pi, pc = jax.process_index(), jax.process_count()
   if dc.dataset == 'synthetic':
-    yield from synthetic.eval_batches(
+    images, labels = synthetic.labelled_images(
         dc.synthetic_num_examples, dc.image_size, dc.channels, config.seed,
-        split, local_batch_size, pi, pc)
+        split)
+    yield from padded_batches(images, labels, local_batch_size, pi, pc)
+    return
+  if dc.resident:  # from the same files as the train split, no TensorFlow
+    from simsiam_jax.data import resident  # pylint: disable=g-import-not-at-top
+    images, labels = resident.load_uint8(config, split)
+    if images.shape[1] != dc.image_size:
+      raise ValueError(f'data.resident evaluates {images.shape[1]} px images '
+                       f'as they are; set data.image_size={images.shape[1]}.')
+    images = images.astype(np.float32) / 255.0
+    if images.shape[-1] == 1:
+      images = np.repeat(images, 3, axis=-1)
+    images = (images - np.float32(dc.aug.mean)) / np.float32(dc.aug.std)
+    yield from padded_batches(images, labels, local_batch_size, pi, pc)
     return
   pipeline = _pipeline()
   builder = pipeline.get_builder(dc)
@@ -92,3 +108,22 @@ def eval_batches(config: ml_collections.ConfigDict, split: str,
       batch = empty
     last = batch
     yield batch
+
+
+def padded_batches(images: np.ndarray, labels: np.ndarray,
+                   local_batch_size: int, process_index: int,
+                   process_count: int) -> Iterator[dict]:
+  """This process's share of in-memory examples, in batches padded with mask False.
+
+  {'image', 'label', 'mask'}; every process yields as many batches.
+  """
+  shares = np.array_split(np.arange(len(images)), process_count)
+  idx = shares[process_index]
+  num_batches = -(-len(shares[0]) // local_batch_size)
+  for b in range(num_batches):
+    part = idx[b * local_batch_size:(b + 1) * local_batch_size]
+    pad = local_batch_size - len(part)
+    yield {'image': np.concatenate([images[part], np.zeros(
+               (pad, *images.shape[1:]), images.dtype)]),
+           'label': np.concatenate([labels[part], np.zeros(pad, np.int32)]),
+           'mask': np.arange(local_batch_size) < len(part)}

@@ -155,7 +155,11 @@ def train_dataset(dc: ml_collections.ConfigDict, builder, seed: int,
     out = {}
     for v, name in enumerate(names):
       crop = _crop_train(example, s[2 * v], builder, dc)
-      out[name] = augment.augment_view(crop, s[2 * v + 1], dc.aug)
+      if dc.augment_on == 'device':  # the train step does the rest
+        out[name] = tf.cast(tf.round(255 * tf.clip_by_value(crop, 0, 1)),
+                            tf.uint8)
+      else:
+        out[name] = augment.augment_view(crop, s[2 * v + 1], dc.aug)
     out['label'] = tf.cast(example['label'], tf.int32)
     return out
 

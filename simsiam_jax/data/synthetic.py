@@ -80,25 +80,3 @@ def train_batches(num_examples: int, image_size: int, channels: int,
     out['label'] = labels[idx]
     yield out
     step += 1
-
-
-def eval_batches(num_train_examples: int, image_size: int, channels: int,
-                 seed: int, split: str, local_batch_size: int,
-                 process_index: int, process_count: int) -> Iterator[dict]:
-  """One pass over this process's share of `split`, padded to whole batches.
-
-  {'image', 'label', 'mask'}; every process yields as many batches.
-  """
-  images, labels = labelled_images(num_train_examples, image_size, channels,
-                                   seed, split)
-  shares = np.array_split(np.arange(len(images)), process_count)
-  idx = shares[process_index]
-  num_batches = -(-len(shares[0]) // local_batch_size)
-  for b in range(num_batches):
-    part = idx[b * local_batch_size:(b + 1) * local_batch_size]
-    pad = local_batch_size - len(part)
-    mask = np.arange(local_batch_size) < len(part)
-    yield {'image': np.concatenate([images[part], np.zeros(
-               (pad, *images.shape[1:]), np.float32)]),
-           'label': np.concatenate([labels[part], np.zeros(pad, np.int32)]),
-           'mask': mask}

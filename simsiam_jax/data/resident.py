@@ -1,0 +1,164 @@
+"""Small data sets resident on the devices, augmented inside the train step.
+
+With `config.data.resident=True` (and `augment_on='device'`) the uint8
+images of the train split live on the devices, sharded along N: each device
+holds N/D of them. Every step, inside the jitted train step, each device
+draws its part of the batch from its own shard (a permutation per epoch,
+drawn on the device from (seed, epoch, device)), then crops and augments it
+there (device_augment). The host ships nothing per step.
+
+Reading needs no TensorFlow: the synthetic source is made in memory,
+Fashion-MNIST is read from Debian's IDX files, and other TFDS data sets from
+an `.npz` cache that is written once where TensorFlow is present.
+
+A run's batches depend on (seed, step) and on the device count (each device
+samples its own shard), unlike the host pipeline's.
+"""
+
+import functools
+import os
+
+from absl import logging
+import jax
+from jax.sharding import PartitionSpec as P
+import ml_collections
+import numpy as np
+
+from simsiam_jax import parallel
+from simsiam_jax.data import device_augment
+from simsiam_jax.data import idx_files
+from simsiam_jax.data import synthetic
+
+
+class ResidentDataError(RuntimeError):
+  """The data set cannot be loaded into device memory as configured."""
+
+
+def _cache_path(dc, split: str) -> str:
+  root = dc.data_dir or os.path.expanduser('~/tensorflow_datasets')
+  return os.path.join(root, 'simsiam_jax_npz', f'{dc.dataset}_{split}.npz')
+
+
+def _synthetic_uint8(dc, seed: int, split: str):
+  images, labels = synthetic.labelled_images(
+      dc.synthetic_num_examples, dc.image_size, dc.channels, seed, split)
+  # The floats are about N(0, 2): map [-4, 4] to [0, 255].
+  pixels = np.clip((images + 4.0) * (255.0 / 8.0), 0, 255).round()
+  return pixels.astype(np.uint8), labels
+
+
+def load_uint8(config: ml_collections.ConfigDict, split: str):
+  """(images [N, H, W, C] uint8, labels [N] int32) of a split, without TensorFlow."""
+  dc = config.data
+  if dc.dataset == 'synthetic':
+    return _synthetic_uint8(dc, config.seed, split)
+  if dc.dataset == 'fashion_mnist_debian':
+    directory = dc.manual_dir or idx_files.DEBIAN_DIR
+    if idx_files.missing_files(directory):
+      raise ResidentDataError(
+          f'Fashion-MNIST files {idx_files.missing_files(directory)} not found '
+          f'in {directory}: run `apt-get install -y dataset-fashion-mnist` or '
+          'set --config.data.manual_dir.')
+    return idx_files.read_split(directory, split)
+  path = _cache_path(dc, split)
+  if not os.path.exists(path):
+    _write_npz_cache(config, split, path)
+  with np.load(path) as f:
+    return f['image'], f['label'].astype(np.int32)
+
+
+def _write_npz_cache(config, split: str, path: str):
+  """Reads a prepared TFDS split once (needs TensorFlow) into an .npz file."""
+  try:
+    from simsiam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ResidentDataError(
+        f'{path} does not exist and TensorFlow is not installed to read '
+        f'{config.data.dataset!r} from TFDS: write it once on a machine with '
+        'TensorFlow (any run with data.resident=True does), then copy it.'
+    ) from e
+  builder = pipeline.get_builder(config.data)
+  data = pipeline.tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + '.tmp.npz'
+  np.savez(tmp, image=data['image'], label=data['label'])
+  os.replace(tmp, path)
+
+
+class ResidentTrainSet:
+  """The train split's uint8 images, sharded along N on the mesh."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh):
+    dc = config.data
+    images, _ = load_uint8(config, dc.train_split)
+    n_dev = mesh.devices.size
+    n = (len(images) // n_dev) * n_dev  # an equal shard per device
+    images = np.ascontiguousarray(images[:n])
+    self.num_examples = n
+    self.image_shape = (dc.image_size, dc.image_size, 3)
+    sharding = parallel.data_sharded(mesh)
+    self.images = jax.make_array_from_callback(images.shape, sharding,
+                                               lambda idx: images[idx])
+    logging.info('Resident train split: %d images %s uint8, %.1f MB per '
+                 'device.', n, images.shape[1:], images.nbytes / n_dev / 2**20)
+
+  def batches(self):
+    """What the train iterator yields every step: the resident array itself."""
+    while True:
+      yield {'images': self.images}
+
+
+def two_views(batch: dict, step, *, config: ml_collections.ConfigDict, mesh,
+              steps_per_epoch: int):
+  """{'images': resident [N, ...] uint8} -> {'view1', 'view2'} sharded; in jit.
+
+  Each device takes its global_batch / D examples of this step from its own
+  shard's permutation for this epoch, then crops and augments each twice.
+  """
+  n_dev = mesh.devices.size
+  b = config.batch_size // n_dev
+  size = config.data.image_size
+  aug = config.data.aug
+  root = jax.random.key(config.seed)
+  perm_root, aug_root = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
+
+  def per_device(images, step):
+    d = jax.lax.axis_index(parallel.DATA_AXIS)
+    epoch, i = step // steps_per_epoch, step % steps_per_epoch
+    perm_key = jax.random.fold_in(jax.random.fold_in(perm_root, epoch), d)
+    perm = jax.random.permutation(perm_key, images.shape[0])
+    x = images[jax.lax.dynamic_slice_in_dim(perm, i * b, b)]
+    key = jax.random.fold_in(jax.random.fold_in(aug_root, step), d)
+    return tuple(device_augment.augment_batch(
+        x, jax.random.fold_in(key, v), aug, crop_size=size) for v in range(2))
+
+  v1, v2 = jax.shard_map(
+      per_device, mesh=mesh, in_specs=(P(parallel.DATA_AXIS), P()),
+      out_specs=(P(parallel.DATA_AXIS), P(parallel.DATA_AXIS)),
+      check_vma=False)(batch['images'], step)
+  return {'view1': v1, 'view2': v2}
+
+
+def host_views(batch: dict, step, *, config: ml_collections.ConfigDict):
+  """{'view1', 'view2': uint8 crops from the host} -> augmented float views; in jit."""
+  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 3),
+                           step)
+  return {f'view{v}': device_augment.augment_batch(
+      batch[f'view{v}'], jax.random.fold_in(key, v), config.data.aug)
+          for v in (1, 2)}
+
+
+def prepare_fn(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int):
+  """The in-step batch preparation for `config.data.augment_on`, or None (host)."""
+  dc = config.data
+  if dc.augment_on == 'host':
+    if dc.resident:
+      raise ValueError('data.resident=True needs data.augment_on="device".')
+    return None
+  if dc.augment_on != 'device':
+    raise ValueError(f"data.augment_on must be 'host' or 'device', got "
+                     f'{dc.augment_on!r}.')
+  if dc.resident:
+    return functools.partial(two_views, config=config, mesh=mesh,
+                             steps_per_epoch=steps_per_epoch)
+  return functools.partial(host_views, config=config)

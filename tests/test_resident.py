@@ -1,0 +1,91 @@
+"""Data resident on the devices, sampled and augmented inside the train step."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from simsiam_jax import parallel
+from simsiam_jax import train
+from simsiam_jax.data import resident
+from tests import fmnist_files
+
+
+def _identity_aug(c):
+  """No randomness left but the sampling: full-image crops, no colour ops."""
+  aug = c.data.aug
+  aug.crop_scale, aug.crop_ratio = (1.0, 1.0), (1.0, 1.0)
+  aug.flip_prob = aug.jitter_prob = aug.grayscale_prob = aug.blur_prob = 0.0
+  aug.mean, aug.std = (0.0,) * 3, (1.0,) * 3
+
+
+def test_each_device_visits_its_shard_once_per_epoch():
+  mesh = parallel.create_mesh()
+  c = tiny.get_config()
+  c.batch_size = 32  # 4 per device
+  c.data.image_size = 8
+  c.data.augment_on, c.data.resident = 'device', True
+  _identity_aug(c)
+  n = 256
+  ids = np.arange(n)
+  images = np.zeros((n, 8, 8, 3), np.uint8)
+  images[..., 0] = (ids // 16)[:, None, None]
+  images[..., 1] = (ids % 16)[:, None, None]
+  data = {'images': jax.device_put(images, parallel.data_sharded(mesh))}
+  steps_per_epoch = n // c.batch_size
+  views = jax.jit(lambda b, s: resident.two_views(
+      b, s, config=c, mesh=mesh, steps_per_epoch=steps_per_epoch))
+
+  def ids_at(step):
+    v = np.asarray(views(data, step)['view1'])
+    np.testing.assert_allclose(v * 255, np.round(v * 255), atol=1e-3)
+    return (np.round(v[:, 0, 0, 0] * 255) * 16 +
+            np.round(v[:, 0, 0, 1] * 255)).astype(int)
+
+  epoch0 = np.concatenate([ids_at(s) for s in range(steps_per_epoch)])
+  epoch1 = np.concatenate([ids_at(s) for s in range(steps_per_epoch,
+                                                    2 * steps_per_epoch)])
+  np.testing.assert_array_equal(np.sort(epoch0), ids)
+  np.testing.assert_array_equal(np.sort(epoch1), ids)
+  assert (epoch0 != epoch1).any()
+  # Device d's part of the batch comes from its own shard (rows d*32..d*32+31).
+  first = ids_at(0).reshape(8, 4)
+  assert ((first // 32) == np.arange(8)[:, None]).all()
+
+
+@pytest.mark.skipif(not fmnist_files.debian_available(),
+                    reason='needs Debian dataset-fashion-mnist')
+def test_resident_fashion_mnist_trains_and_scores_knn(tmp_path):
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  fmnist_files.write_debian_subset(manual, 1024, 256)
+  c = tiny.get_config()
+  c.data.dataset = 'fashion_mnist_debian'
+  c.data.manual_dir = str(manual)
+  c.data.image_size = 28
+  c.data.aug.blur_prob = 0.0
+  c.data.augment_on, c.data.resident = 'device', True
+  c.batch_size = 64
+  c.num_train_steps = 3
+  c.knn.every_epochs = 0
+  c.knn.batch_size = 128
+  summary = train.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert summary['step'] == 3
+  assert np.isfinite(summary['loss'])
+  # Features of real images against their labels: far above chance (0.1).
+  assert summary['knn_top1'] > 0.4
+
+
+def test_missing_files_name_the_package(tmp_path):
+  c = tiny.get_config()
+  c.data.dataset = 'fashion_mnist_debian'
+  c.data.manual_dir = str(tmp_path)
+  with pytest.raises(resident.ResidentDataError, match='dataset-fashion-mnist'):
+    resident.load_uint8(c, 'train')
+
+
+def test_resident_needs_device_augmentation():
+  c = tiny.get_config()
+  c.data.resident = True
+  with pytest.raises(ValueError, match='augment_on'):
+    resident.prepare_fn(c, parallel.create_mesh(), 10)
