@@ -11,7 +11,7 @@ from simsiam_jax.data import device_augment as dev
 tf = pytest.importorskip('tensorflow')
 from simsiam_jax.data import augment as host  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-N_DRAWS = 4000
+N_DRAWS = 2000
 
 
 @pytest.fixture(scope='module')
@@ -87,7 +87,7 @@ def test_crop_area_and_aspect_distributions_match_host(scale):
     stats.append(np.array([area.mean(), area.std(), log_aspect.mean(),
                            log_aspect.std(), np.quantile(area, 0.1),
                            np.quantile(area, 0.9)]))
-  # Standard errors at 4000 draws are below 0.005.
+  # Standard errors at 2000 draws are below 0.007.
   np.testing.assert_allclose(stats[1], stats[0], atol=0.02)
 
 
@@ -112,7 +112,7 @@ def _rates(views, original):
 def test_probabilities_match_host(image):
   aug = default.get_config().data.aug
   aug.mean, aug.std = (0.0,) * 3, (1.0,) * 3
-  n = 2000
+  n = 1000
   seeds = tf.random.experimental.stateless_split(tf.constant([3, 4], tf.int64), n)
   host_views = tf.map_fn(
       tf.function(lambda s: host.augment_view(tf.constant(image), s, aug)),
