@@ -1,4 +1,7 @@
-"""Data resident on the devices, sampled and augmented inside the train step."""
+"""Data resident on the devices, sampled and augmented inside the train step.
+
+A whole TensorFlow-free run on resident real images is in test_cli.py.
+"""
 
 import jax
 import numpy as np
@@ -6,9 +9,7 @@ import pytest
 
 from configs import tiny
 from simsiam_jax import parallel
-from simsiam_jax import train
 from simsiam_jax.data import resident
-from tests import fmnist_files
 
 
 def _identity_aug(c):
@@ -51,29 +52,6 @@ def test_each_device_visits_its_shard_once_per_epoch():
   # Device d's part of the batch comes from its own shard (rows d*32..d*32+31).
   first = ids_at(0).reshape(8, 4)
   assert ((first // 32) == np.arange(8)[:, None]).all()
-
-
-@pytest.mark.skipif(not fmnist_files.debian_available(),
-                    reason='needs Debian dataset-fashion-mnist')
-def test_resident_fashion_mnist_trains_and_scores_knn(tmp_path):
-  manual = tmp_path / 'manual'
-  manual.mkdir()
-  fmnist_files.write_debian_subset(manual, 1024, 256)
-  c = tiny.get_config()
-  c.data.dataset = 'fashion_mnist_debian'
-  c.data.manual_dir = str(manual)
-  c.data.image_size = 28
-  c.data.aug.blur_prob = 0.0
-  c.data.augment_on, c.data.resident = 'device', True
-  c.batch_size = 64
-  c.num_train_steps = 3
-  c.knn.every_epochs = 0
-  c.knn.batch_size = 128
-  summary = train.train_and_evaluate(c, str(tmp_path / 'run'))
-  assert summary['step'] == 3
-  assert np.isfinite(summary['loss'])
-  # Features of real images against their labels: far above chance (0.1).
-  assert summary['knn_top1'] > 0.4
 
 
 def test_missing_files_name_the_package(tmp_path):
