@@ -13,7 +13,7 @@ Device: `device_augment.augment_batch` jitted on the default JAX backend
 (`augment.random_resized_crop` + `augment.augment_view`) in a tf.data map
 with AUTOTUNE parallelism over all cores. Images/s, best of 3 timed passes.
 
-  .venv/bin/python benchmarks/augment_throughput.py [--recipes=cifar,imagenet]
+  PYTHONPATH=. .venv/bin/python benchmarks/augment_throughput.py [--recipes=cifar,imagenet]
 """
 
 import argparse
