@@ -1,4 +1,5 @@
 # Two commands on a fresh machine:  make demo   (main job)   make test   (tests)
+# make test-slow runs the slow group (CI runs both).
 # Both create .venv and install everything they need first.
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install data demo test clean
+.PHONY: install data demo test test-slow clean
 
 $(INSTALLED): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,10 @@ demo: install data
 
 test: install data
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --timeout=900 $(PYTEST_ARGS)
+
+# The slow group: the stop-gradient experiment, two-process training, ResNet-50.
+test-slow: install data
+	$(BIN)/python -m pytest -q -n 2 --timeout=900 -m slow $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache

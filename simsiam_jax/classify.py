@@ -146,7 +146,7 @@ class Evaluator:
       counts = self._step(state, parallel.host_to_global(batch, self.mesh))
       totals = counts if totals is None else jax.tree.map(jnp.add, totals,
                                                           counts)
-    totals = jax.device_get(totals)
+    totals = parallel.to_host(totals)
     out = {'test_top1': float(totals['top1'] / totals['count'])}
     if self.num_classes > 5:
       out['test_top5'] = float(totals['top5'] / totals['count'])
@@ -206,9 +206,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           rng, *backbone)
   else:
     logging.info('Resumed from the checkpoint at step %d in %s.',
-                 int(state.step), ckpt.directory)
+                 parallel.step_of(state), ckpt.directory)
   train_iter = input_pipeline.create_train_iterator(
-      config, local_batch, int(state.step), views=1)
+      config, local_batch, parallel.step_of(state), views=1)
   step_fn = jax.jit(
       functools.partial(train_step, frozen=frozen, schedule=schedule),
       in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
@@ -216,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       donate_argnums=0)
   logging.info('%s of the ResNet-%d backbone: %d classes, steps %d-%d of '
                'global batch %d.', 'Linear probe' if frozen else 'Fine-tuning',
-               config.model.depth, num_classes, int(state.step),
+               config.model.depth, num_classes, parallel.step_of(state),
                num_train_steps, config.batch_size)
 
   writer = metrics_io.create_writer(workdir, jax.process_index() == 0)
@@ -235,9 +235,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       at_epoch_end=at_epoch_end)
   del train_iter
   scores = evaluator(state)
-  writer.write_scalars(int(state.step), scores)
-  summary = {'step': int(state.step), 'num_train_steps': num_train_steps,
-             'epochs': int(state.step) / steps_per_epoch,
+  final_step = parallel.step_of(state)
+  writer.write_scalars(final_step, scores)
+  summary = {'step': final_step, 'num_train_steps': num_train_steps,
+             'epochs': final_step / steps_per_epoch,
              'wall_time_s': time.perf_counter() - progress.t_start,
              'pretrained': config.pretrained.workdir,
              **{k.replace('test', config.mode): v for k, v in scores.items()},

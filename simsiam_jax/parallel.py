@@ -60,6 +60,24 @@ def host_to_global(local_batch, mesh: Mesh):
       jax.make_array_from_process_local_data(sharding, x), local_batch)
 
 
+def to_host(tree):
+  """Replicated (or fully addressable) jax.Arrays -> numpy arrays, on every process.
+
+  With several processes a replicated array spans devices this process
+  cannot address; any local copy holds the value.
+  """
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
+  return jax.tree.map(one, tree)
+
+
+def step_of(state) -> int:
+  """The train state's step as a Python int, on every process."""
+  return int(to_host(state.step))
+
+
 def initialize_distributed(coordinator_address: str = '',
                            num_processes: int = 0, process_id: int = -1):
   """Starts multi-process JAX when asked to; a single process needs nothing.

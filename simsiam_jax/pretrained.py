@@ -81,7 +81,7 @@ def load(config: ml_collections.ConfigDict, workdir: str, mesh):
                                       read_only=True)
   state = reader.restore(abstract, step=step)
   logging.info('Loaded the pretrained checkpoint at step %d from %s.',
-               int(state.step), reader.directory)
+               parallel.step_of(state), reader.directory)
   return saved, model, state
 
 
@@ -96,7 +96,7 @@ def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train.prepare_workdir(workdir, config)
   _, model, state = load(config, workdir, mesh)
   top1 = monitor.KnnMonitor(config, model, mesh)(state)
-  summary = {'knn_top1': top1, 'step': int(state.step),
+  summary = {'knn_top1': top1, 'step': parallel.step_of(state),
              'pretrained': os.path.abspath(config.pretrained.workdir),
              'checkpoint': config.pretrained.checkpoint}
   if jax.process_index() == 0:

@@ -86,7 +86,7 @@ def restore_or_create(checkpointer: checkpointing.Checkpointer, model, tx, rng,
                  checkpointer.directory)
     return create_train_state(model, tx, rng, image_shape, mesh)
   logging.info('Resumed from the checkpoint at step %d in %s.',
-               int(state.step), checkpointer.directory)
+               parallel.step_of(state), checkpointer.directory)
   return state
 
 
@@ -195,7 +195,7 @@ def _format_eta(seconds: float) -> str:
 def _check_finite(losses_in_window: list, first_step: int,
                   ckpt: checkpointing.Checkpointer):
   """Raises naming the first step whose loss is not finite and the last good checkpoint."""
-  values = np.asarray(jax.device_get(losses_in_window))
+  values = np.asarray(parallel.to_host(losses_in_window))
   bad = np.flatnonzero(~np.isfinite(values))
   if bad.size:
     step = first_step + int(bad[0])
@@ -228,7 +228,7 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
   Returns:
     (final state, the last logged metrics, the Progress clock).
   """
-  start_step = int(state.step)
+  start_step = parallel.step_of(state)
   report = (_report_progress(num_train_steps, writer)
             if jax.process_index() == 0 else None)
   watcher = checkpointing.PreemptionWatcher()
@@ -308,7 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt = checkpointing.Checkpointer(workdir, config)
   state = restore_or_create(ckpt, model, tx, jax.random.key(config.seed),
                             image_shape, mesh)
-  start_step = int(state.step)
+  start_step = parallel.step_of(state)
   if resident_set is not None:
     train_iter = resident_set.batches()  # the step reads it by state.step
   else:
@@ -351,14 +351,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Stop the input pipeline: its threads would compete with the final
   # evaluation and with TensorFlow's summary writes.
   del train_iter
+  final_step = parallel.step_of(state)
   if knn_monitor:
     last['knn_top1'] = knn_monitor(state)
-    writer.write_scalars(int(state.step), {'knn_top1': last['knn_top1']})
-    ckpt.save_if_best(int(state.step), state, last['knn_top1'])
+    writer.write_scalars(final_step, {'knn_top1': last['knn_top1']})
+    ckpt.save_if_best(final_step, state, last['knn_top1'])
     ckpt.wait()
 
-  summary = {'step': int(state.step), 'num_train_steps': num_train_steps,
-             'epochs': int(state.step) / steps_per_epoch,
+  summary = {'step': final_step, 'num_train_steps': num_train_steps,
+             'epochs': final_step / steps_per_epoch,
              'first_step_s': progress.first_step_s,
              'wall_time_s': time.perf_counter() - progress.t_start, **last}
   write_summary(workdir, summary, writer)
@@ -390,7 +391,7 @@ _NOT_SHOWN = ('grad_norm', 'steps_per_sec', 'images_per_sec', 'eta_s')
 
 def _log_window(writer, window, progress, step, steps_per_epoch) -> dict:
   """Averages the window's metrics, writes them and prints the progress line."""
-  last = {k: float(np.mean(jax.device_get([m[k] for m in window])))
+  last = {k: float(np.mean(parallel.to_host([m[k] for m in window])))
           for k in window[0]}
   last.update(progress.rate(step))
   writer.write_scalars(step, {**last, 'epoch': step / steps_per_epoch})

@@ -21,6 +21,16 @@ def write_split(manual_dir, split: str, images, labels):
   write_idx(os.path.join(manual_dir, names[1]), labels)
 
 
+def write_random(manual_dir, n_train: int, n_test: int, seed: int = 0):
+  """Random 28x28 images, labels i % 10; image i has id i in pixels (0,0), (0,1)."""
+  rng = np.random.default_rng(seed)
+  for split, n in (('train', n_train), ('test', n_test)):
+    images = rng.integers(0, 256, (n, 28, 28))
+    images[:, 0, 0] = np.arange(n) % 256
+    images[:, 0, 1] = np.arange(n) // 256
+    write_split(manual_dir, split, images, np.arange(n) % 10)
+
+
 def debian_available() -> bool:
   return not fashion_mnist.missing_files(fashion_mnist.DEBIAN_DIR)
 

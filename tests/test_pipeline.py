@@ -22,12 +22,7 @@ def small_fmnist(tmp_path_factory):
   root = tmp_path_factory.mktemp('fmnist')
   manual = root / 'manual'
   manual.mkdir()
-  rng = np.random.default_rng(0)
-  for split, n in (('train', N_TRAIN), ('test', N_TEST)):
-    images = rng.integers(0, 256, (n, 28, 28))
-    images[:, 0, 0] = np.arange(n)  # a unique id in the corner pixel
-    images[:, 0, 1] = np.arange(n) // 256
-    fmnist_files.write_split(manual, split, images, np.arange(n) % 10)
+  fmnist_files.write_random(manual, N_TRAIN, N_TEST)
   dc = fm_config.get_config().data
   dc.data_dir = str(root / 'tfds')
   dc.manual_dir = str(manual)

@@ -85,6 +85,7 @@ def test_num_steps_from_epochs():
   assert train.num_steps(config, 256) == (16, 48)
 
 
+@pytest.mark.slow  # ResNet-50's compile alone takes about a minute here
 def test_imagenet_config_runs_one_step_at_reduced_size():
   config = imagenet.get_config()
   config.batch_size = 8

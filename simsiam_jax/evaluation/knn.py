@@ -87,7 +87,7 @@ def knn_accuracy(train_feats, train_labels, train_mask, test_feats,
       q = np.concatenate([q, np.zeros((query_batch - n, q.shape[1]), q.dtype)])
     q = jax.device_put(losses.l2_normalize(jnp.asarray(q)),
                        parallel.replicated(mesh))
-    pred = np.asarray(predict(q, bank, train_labels, train_mask))[:n]
+    pred = parallel.to_host(predict(q, bank, train_labels, train_mask))[:n]
     m = np.asarray(test_mask[start:start + n])
     correct += int(np.sum((pred == np.asarray(test_labels[start:start + n])) & m))
     total += int(m.sum())

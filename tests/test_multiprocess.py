@@ -1,0 +1,129 @@
+"""Multi-host for real: two JAX processes on localhost (4 CPU devices each).
+
+They train the tiny config a few steps through the real tf.data pipeline,
+each process reading its own half of the split, with `jax.distributed`
+started by the CLI flags. The result must equal one process with the same 8
+devices stepping on the same global batches (the two processes' local
+batches, concatenated), and the checkpoint the two processes wrote must
+restore in that single process.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+tf = pytest.importorskip('tensorflow')
+
+from configs import tiny  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax import checkpointing  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax import optim  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax import parallel  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax.models import simsiam  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests import fmnist_files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests.conftest import REPO_ROOT  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+NUM_PROCESSES, LOCAL_DEVICES, STEPS = 2, 4, 4
+OVERRIDES = {'data.dataset': 'fashion_mnist_debian', 'data.image_size': 16,
+             'data.shuffle_buffer': 64, 'batch_size': 16,
+             'num_train_steps': STEPS, 'log_every_steps': 2,
+             'checkpoint_every_steps': 2, 'knn.every_epochs': 0,
+             'knn.batch_size': 16, 'knn.k': 10}
+
+
+def _config(data_dir, manual_dir):
+  c = tiny.get_config()
+  for k, v in {**OVERRIDES, 'data.data_dir': str(data_dir),
+               'data.manual_dir': str(manual_dir)}.items():
+    node = c
+    *path, last = k.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def two_process_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp('mp')
+  manual = root / 'manual'
+  manual.mkdir()
+  fmnist_files.write_random(manual, 96, 40)
+  config = _config(root / 'tfds', manual)
+  pipeline.get_builder(config.data)  # prepare once, before the processes start
+  workdir = root / 'run'
+  port = _free_port()
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={LOCAL_DEVICES}'
+  flags = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
+  flags += [f'--config.data.data_dir={root / "tfds"}',
+            f'--config.data.manual_dir={manual}']
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'simsiam_jax.main', '--config=configs/tiny.py',
+       f'--workdir={workdir}', f'--coordinator_address=localhost:{port}',
+       f'--num_processes={NUM_PROCESSES}', f'--process_id={i}', *flags],
+      cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(NUM_PROCESSES)]
+  logs = [p.communicate(timeout=600)[1] for p in procs]
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-4000:]
+  return config, workdir, logs
+
+
+def _reference(config):
+  """One process, 8 devices, the two processes' local batches concatenated."""
+  mesh = parallel.create_mesh()
+  builder = pipeline.get_builder(config.data)
+  local = config.batch_size // NUM_PROCESSES
+  iters = [pipeline.as_numpy(pipeline.train_dataset(
+      config.data, builder, config.seed, local, p, NUM_PROCESSES))
+           for p in range(NUM_PROCESSES)]
+  model = simsiam.create_model(config.model)
+  steps_per_epoch, _ = train.num_steps(config, 96)  # as the trainer does
+  tx, schedule = optim.create_optimizer(config, steps_per_epoch, STEPS)
+  state = train.create_train_state(model, tx, jax.random.key(config.seed),
+                                   (16, 16, 3), mesh)
+  step = train.make_train_step(config, mesh, schedule)
+  losses = []
+  for _ in range(STEPS):
+    parts = [next(it) for it in iters]
+    batch = {k: np.concatenate([b[k] for b in parts])
+             for k in ('view1', 'view2')}
+    state, metrics = step(state, parallel.host_to_global(batch, mesh))
+    losses.append(float(metrics['loss']))
+  return state, losses, model, tx, mesh
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(two_process_run):
+  config, workdir, logs = two_process_run
+  assert 'JAX process 0/2; 4 local devices, 8 global devices' in logs[0]
+  assert 'JAX process 1/2; 4 local devices, 8 global devices' in logs[1]
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert summary['step'] == STEPS and 0 <= summary['knn_top1'] <= 1
+  ref_state, ref_losses, model, tx, mesh = _reference(config)
+  # summary.json's loss is the mean over the last log window (steps 3-4).
+  np.testing.assert_allclose(summary['loss'], np.mean(ref_losses[2:]),
+                             rtol=1e-5, atol=1e-6)
+  # The checkpoint written by the two processes restores in this one.
+  ckpt = checkpointing.Checkpointer(str(workdir), config, read_only=True)
+  restored = ckpt.restore(train.abstract_train_state(
+      model, tx, jax.random.key(0), (16, 16, 3), mesh))
+  assert parallel.step_of(restored) == STEPS
+  for name in ('params', 'batch_stats', 'opt_state'):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5),
+                 getattr(restored, name), getattr(ref_state, name))
