@@ -78,14 +78,26 @@ def step_of(state) -> int:
   return int(to_host(state.step))
 
 
+def _cluster_detected() -> str:
+  """The multi-host environment JAX can configure itself from, or ''."""
+  env = os.environ
+  if env.get('SIMSIAM_DISTRIBUTED') == '1':
+    return 'SIMSIAM_DISTRIBUTED=1'
+  if int(env.get('SLURM_NTASKS', '1') or 1) > 1 and 'SLURM_JOB_ID' in env:
+    return f'SLURM job {env["SLURM_JOB_ID"]}, {env["SLURM_NTASKS"]} tasks'
+  if ',' in env.get('TPU_WORKER_HOSTNAMES', ''):  # a multi-host TPU slice
+    return 'Cloud TPU pod slice'
+  return ''
+
+
 def initialize_distributed(coordinator_address: str = '',
                            num_processes: int = 0, process_id: int = -1):
-  """Starts multi-process JAX when asked to; a single process needs nothing.
+  """Starts multi-process JAX when needed; a single process needs nothing.
 
-  Explicit arguments win; otherwise JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES
-  / JAX_PROCESS_ID are read; on Cloud TPU pods and under SLURM,
-  `jax.distributed.initialize()` finds everything itself (SIMSIAM_DISTRIBUTED=1
-  asks for that).
+  Explicit arguments win; then JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+  JAX_PROCESS_ID; then a detected cluster (SLURM with several tasks, a
+  multi-host Cloud TPU slice, or SIMSIAM_DISTRIBUTED=1), where
+  `jax.distributed.initialize()` finds everything itself.
   """
   coordinator_address = coordinator_address or os.environ.get(
       'JAX_COORDINATOR_ADDRESS', '')
@@ -93,8 +105,12 @@ def initialize_distributed(coordinator_address: str = '',
   if process_id < 0:
     process_id = int(os.environ.get('JAX_PROCESS_ID', -1))
   if coordinator_address and num_processes > 1:
+    if process_id < 0:
+      raise ValueError('--coordinator_address and --num_processes need '
+                       '--process_id (or JAX_PROCESS_ID) too.')
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
-  elif os.environ.get('SIMSIAM_DISTRIBUTED') == '1':
+  elif cluster := _cluster_detected():
+    logging.info('Multi-process start-up: %s.', cluster)
     jax.distributed.initialize()
   logging.info('JAX process %d/%d; %d local devices, %d global devices (%s).',
                jax.process_index(), jax.process_count(),

@@ -158,3 +158,27 @@ def test_bfloat16_step_tracks_float32():
   np.testing.assert_allclose(bf16, f32, atol=0.03)
   # ... and did compute in bf16 (else they would agree to ~1e-6).
   assert np.abs(bf16 - f32).max() > 1e-3
+
+
+@pytest.mark.parametrize('env,expected', [
+    ({}, None),
+    ({'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '1'}, None),
+    ({'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '4'}, ()),
+    ({'TPU_WORKER_HOSTNAMES': 'w0,w1,w2,w3'}, ()),
+    ({'TPU_WORKER_HOSTNAMES': 'localhost'}, None),
+    ({'SIMSIAM_DISTRIBUTED': '1'}, ()),
+    ({'JAX_COORDINATOR_ADDRESS': 'h:1', 'JAX_NUM_PROCESSES': '2',
+      'JAX_PROCESS_ID': '1'}, ('h:1', 2, 1)),
+])
+def test_distributed_start_up_is_detected(monkeypatch, env, expected):
+  for k in ('SLURM_JOB_ID', 'SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES',
+            'SIMSIAM_DISTRIBUTED', 'JAX_COORDINATOR_ADDRESS',
+            'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):
+    monkeypatch.delenv(k, raising=False)
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  calls = []
+  monkeypatch.setattr(jax.distributed, 'initialize',
+                      lambda *args: calls.append(args))
+  parallel.initialize_distributed()
+  assert calls == ([] if expected is None else [expected])
