@@ -9,10 +9,18 @@ variant at 32), the achieved TFLOP/s, MFU against `--peak_tflops`, and the
 peak device memory where the backend reports it.
 
   PYTHONPATH=. .venv/bin/python benchmarks/train_step.py --config=configs/cifar10.py \
-      --config.batch_size=128 --steps=10 [--peak_tflops=989]
+      --config.batch_size=128 --steps=10 [--peak_tflops=989] \
+      [--torch_python=.venv-torch/bin/python --torch_compile]
+
+With --torch_python, the same step in PyTorch (benchmarks/torch_simsiam_step.py:
+the official model, channels_last, autocast for bf16; `--torch_compile` adds
+a torch.compile row) runs next, in that interpreter, with the same model,
+image size, batch and dtype, and its rows are printed beside ours.
 """
 
 import json
+import os
+import subprocess
 import time
 
 from absl import app
@@ -31,7 +39,29 @@ flags.DEFINE_integer('steps', 10, 'Timed steps.')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 flags.DEFINE_float('peak_tflops', 0.0, 'Peak dense TFLOP/s of all devices '
                    'together for the dtype (H100 SXM bf16: 989); 0: no MFU.')
+flags.DEFINE_string('torch_python', '', 'Python with torch + torchvision: '
+                    'also time the PyTorch step.')
+flags.DEFINE_bool('torch_compile', False, 'Add a torch.compile row.')
 FLAGS = flags.FLAGS
+
+
+def torch_rows(config):
+  """The PyTorch step's JSON rows (eager, and compiled if asked)."""
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        'torch_simsiam_step.py')
+  args = [FLAGS.torch_python, script, f'--depth={config.model.depth}',
+          f'--stem={config.model.stem}',
+          f'--proj_layers={config.model.proj_layers}',
+          f'--image_size={config.data.image_size}',
+          f'--batch_size={config.batch_size}', f'--dtype={config.model.dtype}',
+          f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}']
+  rows = []
+  for extra in ([], ['--compile']) if FLAGS.torch_compile else ([],):
+    out = subprocess.run(args + extra, capture_output=True, text=True)
+    lines = [l for l in out.stdout.splitlines() if l.startswith('{')]
+    rows.append(lines[-1] if lines else json.dumps(
+        {'framework': 'pytorch', 'error': out.stderr[-1000:]}))
+  return rows
 
 
 def main(_):
@@ -76,12 +106,18 @@ def main(_):
   if FLAGS.peak_tflops:
     extra['mfu'] = round(extra['achieved_tflops'] / FLAGS.peak_tflops, 4)
   print(json.dumps({
+      'framework': f'simsiam_jax (jax {jax.__version__})',
       'device': f'{jax.device_count()}x {jax.devices()[0].device_kind}',
       'depth': config.model.depth, 'stem': config.model.stem,
       'image_size': size, 'batch_size': config.batch_size,
       'dtype': config.model.dtype, 'first_step_s': round(compile_s, 1),
       'step_ms': round(1000 * dt, 1),
-      'images_per_sec': round(config.batch_size / dt, 1), **extra}))
+      'images_per_sec': round(config.batch_size / dt, 1), **extra}),
+        flush=True)
+  if FLAGS.torch_python:
+    del state, batches  # free the memory for PyTorch
+    for row in torch_rows(config):
+      print(row, flush=True)
 
 
 if __name__ == '__main__':

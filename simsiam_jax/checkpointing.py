@@ -62,13 +62,20 @@ def config_mismatches(saved: dict, config: ml_collections.ConfigDict) -> list:
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+def _directory(workdir: str, subdir: str) -> str:
+  """workdir/subdir, absolute for local paths; gs://... as it is."""
+  if '://' in str(workdir):
+    return f'{str(workdir).rstrip("/")}/{subdir}'
+  return os.path.abspath(os.path.join(workdir, subdir))
+
+
 class Checkpointer:
   """The run's CheckpointManager, with restore-or-init and validation."""
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict,
                subdir: str = CHECKPOINT_DIR, read_only: bool = False):
     """The manager of `workdir/subdir`; `read_only` for another run's checkpoints."""
-    self.directory = os.path.abspath(os.path.join(workdir, subdir))
+    self.directory = _directory(workdir, subdir)
     cc = config.checkpoint
     options = ocp.CheckpointManagerOptions(
         max_to_keep=cc.keep, create=not read_only, read_only=read_only,
@@ -121,7 +128,7 @@ class Checkpointer:
           best_mode='max',
           enable_async_checkpointing=self.config.checkpoint.async_save)
       self.best = ocp.CheckpointManager(
-          os.path.abspath(os.path.join(self._workdir, BEST_DIR)),
+          _directory(self._workdir, BEST_DIR),
           options=options, item_names=('state', 'config'))
     with self._write_errors():
       self.best.save(step, args=self._args(state),

@@ -6,29 +6,43 @@ fails, metrics go to the log and `metrics.jsonl` only.
 """
 
 import json
-import os
 from typing import Any, Mapping
 
 from absl import logging
+from etils import epath
 import numpy as np
 
 METRICS_FILE = 'metrics.jsonl'
+
+
+def is_remote(path) -> bool:
+  """gs:// and other object stores (no appends, no local os calls)."""
+  return '://' in str(path)
 
 
 class JsonlWriter:
   """Appends one JSON line per write: {"step": s, name: value, ...}.
 
   Read back by `read_metrics` (plots, summaries, tests) without TensorBoard.
+  On object stores (gs://), which cannot append, the file is rewritten.
   """
 
   def __init__(self, workdir: str):
-    self._path = os.path.join(workdir, METRICS_FILE)
+    self._path = epath.Path(workdir) / METRICS_FILE
+    self._text = None  # object stores: the file's content so far
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     row = {'step': int(step)}
     row.update({k: float(np.asarray(v)) for k, v in scalars.items()})
-    with open(self._path, 'a') as f:
-      f.write(json.dumps(row) + '\n')
+    line = json.dumps(row) + '\n'
+    if is_remote(self._path):
+      if self._text is None:
+        self._text = self._path.read_text() if self._path.exists() else ''
+      self._text += line
+      self._path.write_text(self._text)
+    else:
+      with open(self._path, 'a') as f:
+        f.write(line)
 
   def write_hparams(self, hparams: Mapping[str, Any]):
     del hparams  # the config is saved as config.json beside it.
@@ -68,7 +82,7 @@ def create_writer(workdir: str, is_chief: bool) -> MultiWriter:
   """TensorBoard + log + metrics.jsonl on the chief; nothing elsewhere."""
   if not is_chief:
     return MultiWriter([])
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   writers = [JsonlWriter(workdir)]
   try:
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
@@ -82,8 +96,8 @@ def create_writer(workdir: str, is_chief: bool) -> MultiWriter:
 
 def read_metrics(workdir: str) -> list[dict]:
   """All rows of `metrics.jsonl`, in the order written."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / METRICS_FILE
+  if not path.exists():
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in path.read_text().splitlines()
+          if line.strip()]

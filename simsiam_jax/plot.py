@@ -7,10 +7,11 @@
 Written at the end of every run too; one PNG per metric, against epochs.
 """
 
-import os
+import io
 
 from absl import app
 from absl import flags
+from etils import epath
 
 from simsiam_jax import metrics_io
 
@@ -41,7 +42,7 @@ def _curves(workdir: str) -> dict:
 
 
 def _name(workdir: str) -> str:
-  return os.path.basename(os.path.normpath(workdir))
+  return str(workdir).rstrip('/').rsplit('/', 1)[-1]
 
 
 def plot_runs(workdirs: list[str], out_dir: str, prefix: str = '') -> list[str]:
@@ -50,7 +51,7 @@ def plot_runs(workdirs: list[str], out_dir: str, prefix: str = '') -> list[str]:
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   runs = {_name(w) if len(workdirs) > 1 else '': _curves(w) for w in workdirs}
-  os.makedirs(out_dir, exist_ok=True)
+  epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
   written = []
   for name, label in METRICS.items():
     if not any(name in c for c in runs.values()):
@@ -67,11 +68,13 @@ def plot_runs(workdirs: list[str], out_dir: str, prefix: str = '') -> list[str]:
     if len(runs) > 1:
       ax.legend()
     ax.grid(alpha=0.3)
-    path = os.path.join(out_dir, f'{prefix}{name}.png')
+    path = epath.Path(out_dir) / f'{prefix}{name}.png'
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()  # works for gs:// too
+    fig.savefig(buf, format='png', dpi=100)
+    path.write_bytes(buf.getvalue())
     plt.close(fig)
-    written.append(path)
+    written.append(str(path))
   return written
 
 

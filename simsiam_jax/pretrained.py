@@ -12,6 +12,7 @@ import json
 import os
 
 from absl import logging
+from etils import epath
 import jax
 import ml_collections
 
@@ -28,6 +29,12 @@ class PretrainedNotFound(ValueError):
   """`config.pretrained` names no readable pretraining checkpoint."""
 
 
+def _same(a: str, b: str) -> bool:
+  if '://' in a or '://' in b:
+    return a.rstrip('/') == b.rstrip('/')
+  return os.path.abspath(a) == os.path.abspath(b)
+
+
 def _check(config: ml_collections.ConfigDict, workdir: str) -> str:
   pc = config.pretrained
   if not pc.workdir:
@@ -37,14 +44,13 @@ def _check(config: ml_collections.ConfigDict, workdir: str) -> str:
   if pc.checkpoint not in WHICH:
     raise PretrainedNotFound(f'config.pretrained.checkpoint must be one of '
                              f'{WHICH}, got {pc.checkpoint!r}.')
-  if os.path.abspath(pc.workdir) == os.path.abspath(workdir):
+  if _same(pc.workdir, workdir):
     raise PretrainedNotFound(
         f'--workdir is the pretraining workdir {pc.workdir!r}: give the '
         'evaluation its own --workdir so the pretraining run stays untouched.')
   subdir = (checkpointing.BEST_DIR if pc.checkpoint == 'best'
             else checkpointing.CHECKPOINT_DIR)
-  directory = os.path.join(pc.workdir, subdir)
-  if not os.path.isdir(directory):
+  if not (epath.Path(pc.workdir) / subdir).is_dir():
     raise PretrainedNotFound(
         f'No {subdir}/ in {pc.workdir!r}: config.pretrained.workdir must be a '
         'pretraining --workdir' + (' whose run had the kNN monitor on.'
@@ -97,9 +103,9 @@ def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   _, model, state = load(config, workdir, mesh)
   top1 = monitor.KnnMonitor(config, model, mesh)(state)
   summary = {'knn_top1': top1, 'step': parallel.step_of(state),
-             'pretrained': os.path.abspath(config.pretrained.workdir),
+             'pretrained': str(config.pretrained.workdir),
              'checkpoint': config.pretrained.checkpoint}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, train.SUMMARY_FILE), 'w') as f:
-      json.dump(summary, f, indent=2)
+    (epath.Path(workdir) / train.SUMMARY_FILE).write_text(
+        json.dumps(summary, indent=2))
   return summary

@@ -7,11 +7,11 @@ runs where TensorFlow is absent.
 
 import functools
 import json
-import os
 import time
 from typing import Any
 
 from absl import logging
+from etils import epath
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -372,8 +372,8 @@ def write_summary(workdir: str, summary: dict, writer):
   writer.flush()
   logging.info('Metric writers flushed in %.1f s.', time.perf_counter() - t)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, SUMMARY_FILE), 'w') as f:
-      json.dump(summary, f, indent=2)
+    (epath.Path(workdir) / SUMMARY_FILE).write_text(
+        json.dumps(summary, indent=2))
     _write_plots(workdir)
 
 
@@ -421,11 +421,15 @@ def _knn_monitor(config, model, mesh):
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict):
-  """Creates the workdir and saves the config; a clear error if it cannot."""
+  """Creates the workdir (a local path or gs://...) and saves the config there.
+
+  Raises:
+    WorkdirError: it cannot be created or written.
+  """
   try:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    path = epath.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / 'config.json').write_text(config.to_json_best_effort(indent=2))
   except OSError as e:
     raise WorkdirError(f'Cannot write to workdir {workdir!r} ({e}). Pass a '
                        'writable --workdir with free space.') from e

@@ -63,3 +63,16 @@ def test_runs_overlaid_on_one_plot(tmp_path):
                          str(tmp_path / 'out'), prefix='cmp_')
   assert [os.path.basename(p) for p in paths] == ['cmp_loss.png']
   assert os.path.getsize(paths[0]) > 1000
+
+
+def test_object_store_writer_rewrites_instead_of_appending(tmp_path,
+                                                            monkeypatch):
+  """gs:// cannot append: the JSONL writer rewrites the whole file there."""
+  monkeypatch.setattr(metrics_io, 'is_remote', lambda path: True)
+  (tmp_path / 'metrics.jsonl').write_text('{"step": 1, "loss": 0.5}\n')
+  writer = metrics_io.JsonlWriter(str(tmp_path))
+  writer.write_scalars(2, {'loss': 0.25})
+  writer.write_scalars(3, {'loss': 0.125})
+  assert metrics_io.read_metrics(str(tmp_path)) == [
+      {'step': 1, 'loss': 0.5}, {'step': 2, 'loss': 0.25},
+      {'step': 3, 'loss': 0.125}]
