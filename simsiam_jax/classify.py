@@ -195,18 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   backbone = (pre_state.params['backbone'], pre_state.batch_stats['backbone'])
   del pre_state
   ckpt = checkpointing.Checkpointer(workdir, config)
-  abstract = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
-                                     sharding=parallel.replicated(mesh)),
-      jax.eval_shape(init, rng, *backbone))
-  state = ckpt.restore(abstract)
-  if state is None:
-    with jax.threefry_partitionable(False):
-      state = jax.jit(init, out_shardings=parallel.replicated(mesh))(
-          rng, *backbone)
-  else:
-    logging.info('Resumed from the checkpoint at step %d in %s.',
-                 parallel.step_of(state), ckpt.directory)
+  state = train.restore_or_init(ckpt, init, mesh, rng, *backbone)
   train_iter = input_pipeline.create_train_iterator(
       config, local_batch, parallel.step_of(state), views=1)
   step_fn = jax.jit(

@@ -53,41 +53,58 @@ def train_state_initializer(model: simsiam.SimSiam,
   return init
 
 
-def create_train_state(model: simsiam.SimSiam, tx: optax.GradientTransformation,
-                       rng: jax.Array, image_shape: tuple[int, int, int],
-                       mesh: jax.sharding.Mesh) -> TrainState:
-  """Initialises the state directly in its replicated layout on the mesh.
+def init_replicated(init, mesh: jax.sharding.Mesh, *args):
+  """`init(*args)` run directly into the replicated layout on the mesh.
 
   Jitted, with the non-partitionable threefry as in `simsiam.init_variables`:
   on CPU the partitionable one compiles the per-parameter random draws about
   4x slower (9 s vs 2 s for the tiny model) and buys nothing when replicated.
   """
-  init = train_state_initializer(model, tx, image_shape)
   with jax.threefry_partitionable(False):
-    return jax.jit(init, out_shardings=parallel.replicated(mesh))(rng)
+    return jax.jit(init, out_shardings=parallel.replicated(mesh))(*args)
+
+
+def abstract_replicated(init, mesh: jax.sharding.Mesh, *args):
+  """Shapes, dtypes and (replicated) shardings of `init(*args)`; nothing allocated."""
+  sharding = parallel.replicated(mesh)
+  return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+      jax.eval_shape(init, *args))
+
+
+def restore_or_init(checkpointer: checkpointing.Checkpointer, init, mesh,
+                    *args):
+  """The latest checkpoint restored straight into the sharded layout, else `init(*args)`."""
+  state = checkpointer.restore(abstract_replicated(init, mesh, *args))
+  if state is None:
+    logging.info('No checkpoint in %s: starting from step 0.',
+                 checkpointer.directory)
+    return init_replicated(init, mesh, *args)
+  logging.info('Resumed from the checkpoint at step %d in %s.',
+               parallel.step_of(state), checkpointer.directory)
+  return state
+
+
+def create_train_state(model: simsiam.SimSiam, tx: optax.GradientTransformation,
+                       rng: jax.Array, image_shape: tuple[int, int, int],
+                       mesh: jax.sharding.Mesh) -> TrainState:
+  """A new SimSiam state, initialised directly in its replicated layout."""
+  return init_replicated(train_state_initializer(model, tx, image_shape),
+                         mesh, rng)
 
 
 def abstract_train_state(model, tx, rng, image_shape, mesh) -> TrainState:
   """The state's shapes, dtypes and (replicated) shardings; nothing allocated."""
-  shapes = jax.eval_shape(train_state_initializer(model, tx, image_shape), rng)
-  sharding = parallel.replicated(mesh)
-  return jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-      shapes)
+  return abstract_replicated(train_state_initializer(model, tx, image_shape),
+                             mesh, rng)
 
 
 def restore_or_create(checkpointer: checkpointing.Checkpointer, model, tx, rng,
                       image_shape, mesh) -> TrainState:
   """The latest checkpoint restored straight into the sharded layout, else a new state."""
-  state = checkpointer.restore(
-      abstract_train_state(model, tx, rng, image_shape, mesh))
-  if state is None:
-    logging.info('No checkpoint in %s: starting from step 0.',
-                 checkpointer.directory)
-    return create_train_state(model, tx, rng, image_shape, mesh)
-  logging.info('Resumed from the checkpoint at step %d in %s.',
-               parallel.step_of(state), checkpointer.directory)
-  return state
+  return restore_or_init(checkpointer,
+                         train_state_initializer(model, tx, image_shape),
+                         mesh, rng)
 
 
 def train_step(state: TrainState, batch: dict, *,

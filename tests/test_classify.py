@@ -22,12 +22,7 @@ def _config(**overrides):
   c = tiny.get_config()
   c.knn.batch_size = 64
   c.knn.k = 20
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(overrides)
   return c
 
 

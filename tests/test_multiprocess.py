@@ -40,13 +40,8 @@ OVERRIDES = {'data.dataset': 'fashion_mnist_debian', 'data.image_size': 16,
 
 def _config(data_dir, manual_dir):
   c = tiny.get_config()
-  for k, v in {**OVERRIDES, 'data.data_dir': str(data_dir),
-               'data.manual_dir': str(manual_dir)}.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict({**OVERRIDES, 'data.data_dir': str(data_dir),
+                                'data.manual_dir': str(manual_dir)})
   return c
 
 
