@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.pred_hidden_dim = 512    # predictor bottleneck width
   c.model.predictor = 'mlp'        # 'mlp', 'none' or 'fixed_random' (paper Table 1)
   c.model.head_bn = 'default'      # BN in MLPs: 'none', 'hidden', 'default', 'all' (Table 3)
+  c.model.conv_impl = 'auto'       # 'auto' (im2col where XLA:CPU would loop), 'xla', 'im2col'
   c.model.dtype = 'float32'        # compute dtype: 'float32' or 'bfloat16'
   c.model.param_dtype = 'float32'  # parameter (and BN statistics) dtype
 

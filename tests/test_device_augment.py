@@ -136,3 +136,32 @@ def test_probabilities_match_host(image):
                                 < 1e-4)
   # About 0.2 x 0.8 of the views are neither jittered nor gray.
   assert abs(unchanged(host_views) - unchanged(dev_views)) < 0.04
+
+
+@pytest.mark.parametrize('crop_size', [0, 20])
+def test_grey_images_augment_in_one_channel_as_in_three(crop_size):
+  """The one-channel path equals augmenting the image repeated to RGB."""
+  aug = default.get_config().data.aug
+  aug.blur_prob, aug.blur_kernel_size = 0.5, 5
+  aug.mean, aug.std = (0.2, 0.3, 0.4), (0.5, 0.6, 0.7)  # channels differ
+  grey = np.random.default_rng(1).integers(0, 256, (64, 24, 24, 1), np.uint8)
+  key = jax.random.key(7)
+  fn = jax.jit(lambda x: dev.augment_batch(x, key, aug, crop_size=crop_size))
+  one, three = fn(grey), fn(np.repeat(grey, 3, axis=-1))
+  assert one.shape == three.shape == (64, crop_size or 24, crop_size or 24, 3)
+  np.testing.assert_allclose(one, three, atol=2e-5)
+  # The draws did change the images (not a pass-through on both paths).
+  assert float(jnp.std(one[:, :, :, 0] - one[:1, :, :, 0])) > 0.1
+
+
+def test_float_input_is_not_rescaled():
+  aug = default.get_config().data.aug
+  aug.flip_prob = aug.jitter_prob = aug.grayscale_prob = aug.blur_prob = 0.0
+  aug.mean, aug.std = (0.0,) * 3, (1.0,) * 3
+  grey = np.random.default_rng(2).integers(0, 256, (4, 8, 8, 1), np.uint8)
+  from_uint8 = dev.augment_batch(grey, jax.random.key(0), aug)
+  from_float = dev.augment_batch(grey.astype(np.float32) / 255.0,
+                                 jax.random.key(0), aug)
+  np.testing.assert_allclose(from_float, from_uint8, atol=1e-6)
+  np.testing.assert_allclose(from_uint8[..., 1], grey[..., 0] / 255.0,
+                             atol=1e-6)

@@ -82,9 +82,15 @@ def random_flip(image, key, p: float = 0.5):
 
 
 def to_grayscale(image):
-  """[H, W, 3] -> [H, W, 1] luma (ITU-R 601-2, as torchvision)."""
-  return jnp.sum(image * jnp.asarray(GRAY_WEIGHTS, image.dtype), -1,
-                 keepdims=True)
+  """[H, W, 3] -> [H, W, 1] luma (ITU-R 601-2, as torchvision).
+
+  On a one-channel image [H, W, 1] (grey, standing for three equal
+  channels) it is the same luma: the pixel times the weights' sum.
+  """
+  if image.shape[-1] == 1:
+    return image * sum(GRAY_WEIGHTS)
+  r, g, b = GRAY_WEIGHTS
+  return (r * image[..., :1] + g * image[..., 1:2] + b * image[..., 2:3])
 
 
 def _blend(image, other, factor):
@@ -104,6 +110,8 @@ def adjust_saturation(image, factor):
 
 
 def adjust_hue(image, delta):
+  if image.shape[-1] == 1:  # a grey pixel has no hue
+    return image
   return pix.adjust_hue(image, delta)
 
 
@@ -164,6 +172,9 @@ def random_gaussian_blur(image, key, p: float, sigma_min: float,
 
 
 def normalize(image, mean, std):
+  """(image - mean) / std per channel; one grey channel is repeated first."""
+  if image.shape[-1] == 1 and len(mean) > 1:
+    image = jnp.repeat(image, len(mean), axis=-1)
   return ((image - jnp.asarray(mean, jnp.float32)) /
           jnp.asarray(std, jnp.float32))
 
@@ -185,26 +196,30 @@ def augment_view(image, key, aug: ml_collections.ConfigDict):
 
 
 def to_float(images):
-  """uint8 pixels (grayscale repeated to 3 channels) -> float32 in [0, 1]."""
-  images = images.astype(jnp.float32) / 255.0
-  if images.shape[-1] == 1:
-    images = jnp.repeat(images, 3, axis=-1)
-  return images
+  """uint8 pixels -> float32 in [0, 1]; float input is taken as already there."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)
 
 
 def augment_batch(images, key, aug: ml_collections.ConfigDict,
                   crop_size: int = 0):
   """One augmented view of each image [B, H, W, C] (uint8 or float in [0, 1]).
 
+  Grey images [B, H, W, 1] are augmented in one channel and repeated to
+  the channels of `aug.mean` only at the end: the colour operations that
+  change nothing on grey pixels (hue; saturation and grayscale up to the
+  luma weights' sum, which is kept) then cost a third, and the result is
+  the one the three-channel path gives.
+
   Args:
-    images: a batch; uint8 is scaled to [0, 1], grayscale repeated to RGB.
+    images: a batch; uint8 is scaled to [0, 1], float taken as in [0, 1].
     key: this batch's key; example i uses fold_in(key, i).
     aug: `config.data.aug`.
     crop_size: > 0: a random-resized crop to this size first (for images
       that come uncropped, e.g. resident data sets); 0: already cropped.
   """
-  if images.dtype == jnp.uint8 or images.shape[-1] == 1:
-    images = to_float(images)
+  images = to_float(images)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(
       jnp.arange(images.shape[0]))
 

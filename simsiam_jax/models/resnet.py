@@ -11,6 +11,7 @@ import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 # torchvision's ResNet initialises convolutions with kaiming_normal(fan_out).
@@ -31,16 +32,77 @@ def feature_dim(depth: int, width: int = 64) -> int:
   return width * 8 * (4 if depth >= 50 else 1)
 
 
-def TorchConv(features: int, kernel_size: Sequence[int], strides: int = 1,
-              **kwargs) -> nn.Conv:
-  """A bias-free convolution padded as torch's Conv2d(padding=k // 2).
+CONV_IMPLS = ('auto', 'xla', 'im2col')
+
+
+def _im2col(x, kernel_size, strides, padding):
+  """[B, H, W, C] -> patches [B, H', W', kh * kw * C], ordered as the kernel.
+
+  Built from a pad and strided slices only, so its transpose (the input
+  gradient) is pads and adds, never a convolution.
+  """
+  (kh, kw), (sh, sw) = kernel_size, strides
+  x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+  out_h = (x.shape[1] - kh) // sh + 1
+  out_w = (x.shape[2] - kw) // sw + 1
+  cols = [x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw]
+          for i in range(kh) for j in range(kw)]
+  return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+
+
+def uses_im2col(impl: str, in_hw: Sequence[int], kernel_size: Sequence[int],
+                strides: Sequence[int]) -> bool:
+  """Whether a convolution of this shape runs as im2col + one matrix product.
+
+  'auto' picks it where the output has fewer pixels than the kernel window
+  (late, tiny feature maps): XLA:CPU's algebraic simplifier turns those, and
+  their input gradients, into window-reversed convolutions that no CPU
+  library takes, and they run as naive loops. 1x1 convolutions are plain
+  matrix products in any case.
+  """
+  if impl not in CONV_IMPLS:
+    raise ValueError(f'conv impl must be one of {CONV_IMPLS}, got {impl!r}.')
+  if impl != 'auto':
+    return impl == 'im2col'
+  if tuple(kernel_size) == (1, 1):
+    return True
+  kh, kw = kernel_size
+  out_pixels = ((in_hw[0] - 1) // strides[0] + 1) * (
+      (in_hw[1] - 1) // strides[1] + 1)
+  return out_pixels < kh * kw
+
+
+class Conv(nn.Module):
+  """A bias-free 2-D convolution padded as torch's Conv2d(padding=k // 2).
 
   Flax's 'SAME' pads a strided convolution asymmetrically, torch
-  symmetrically; torch's padding keeps outputs equal to torchvision's.
+  symmetrically; torch's padding keeps outputs equal to torchvision's. The
+  parameter is nn.Conv's ('kernel', [kh, kw, in, out]); `impl` chooses, by
+  shape at trace time, between XLA's convolution and im2col + a matrix
+  product (see `uses_im2col`); both compute the same function.
   """
-  padding = [(k // 2, k // 2) for k in kernel_size]
-  return nn.Conv(features, kernel_size, (strides, strides), padding=padding,
-                 use_bias=False, kernel_init=conv_init, **kwargs)
+  features: int
+  kernel_size: Sequence[int]
+  strides: int = 1
+  impl: str = 'auto'
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable[..., Any] = conv_init
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = self.kernel_size
+    strides = (self.strides, self.strides)
+    padding = ((kh // 2, kh // 2), (kw // 2, kw // 2))
+    kernel = self.param('kernel', self.kernel_init,
+                        (kh, kw, x.shape[-1], self.features), self.param_dtype)
+    x, kernel = jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype)
+    if uses_im2col(self.impl, x.shape[1:3], self.kernel_size, strides):
+      patches = _im2col(x, self.kernel_size, strides, padding)
+      return jnp.dot(patches, kernel.reshape(-1, self.features))
+    return jax.lax.conv_general_dilated(
+        x, kernel, strides, padding,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
 class _Block(nn.Module):
@@ -104,6 +166,7 @@ class ResNet(nn.Module):
     dtype: compute dtype (e.g. bfloat16).
     param_dtype: parameter dtype (float32).
     bn_momentum: running-average decay (torch's momentum 0.1 is 0.9 here).
+    conv_impl: 'auto' (by shape, see `uses_im2col`), 'xla' or 'im2col'.
     bn_axis_name: axis to average BN statistics over when the model runs
       under shard_map/pmap; None under jit, where a sharded batch already
       gives global statistics.
@@ -117,6 +180,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   bn_momentum: float = 0.9
+  conv_impl: str = 'auto'
   bn_axis_name: Any = None
 
   @nn.compact
@@ -127,7 +191,7 @@ class ResNet(nn.Module):
                        f'got {self.depth}.')
     stage_sizes = tuple(self.stage_sizes) or STAGE_SIZES[self.depth]
     block = BottleneckBlock if self.depth >= 50 else BasicBlock
-    conv = functools.partial(TorchConv, dtype=self.dtype,
+    conv = functools.partial(Conv, impl=self.conv_impl, dtype=self.dtype,
                              param_dtype=self.param_dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                     momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype,

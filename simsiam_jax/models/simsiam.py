@@ -88,6 +88,7 @@ def create_model(model_config: ml_collections.ConfigDict) -> SimSiam:
       stem=model_config.stem,
       cifar_stem_stride=model_config.cifar_stem_stride,
       zero_init_residual=model_config.zero_init_residual,
+      conv_impl=model_config.get('conv_impl', 'auto'),
       dtype=dtype, param_dtype=param_dtype)
   return SimSiam(
       backbone=backbone,
