@@ -68,12 +68,22 @@ def get_config() -> ml_collections.ConfigDict:
   c.knn.k = 200                    # neighbours
   c.knn.temperature = 0.1          # weights exp(sim / T) (0.1 seed monitor, 0.2 paper)
   c.knn.batch_size = 512           # global batch for feature extraction
+  c.knn.baselines = True           # also score raw pixels and the random init (once, cached)
+  c.knn.max_pixel_dim = 16384      # raw-pixel baselines only up to this many values per image
+  c.knn.cache_dir = ''             # baseline cache; '' = data.data_dir/simsiam_jax or ~/.cache/simsiam_jax
 
   # The eval modes ('knn_eval', 'linear', 'finetune') load a pretraining run.
   c.pretrained = ml_collections.ConfigDict()
   c.pretrained.workdir = ''        # the pretraining run's --workdir
   c.pretrained.checkpoint = 'latest'  # 'latest' or 'best' (by kNN top-1)
   c.pretrained.step = -1           # a given step of its checkpoints; -1: as above
+
+  # 'fast_probe' mode: logistic regression on frozen features (evaluation/probe.py).
+  c.probe = ml_collections.ConfigDict()
+  c.probe.l2_grid = (1e-5, 1e-4, 1e-3, 1e-2)  # L2 strengths tried; picked on held-out train data
+  c.probe.holdout_fraction = 0.1   # share of the train split that picks the L2 strength
+  c.probe.max_iters = 500          # L-BFGS iterations per fit
+  c.probe.raw_pixels = True        # also probe the raw pixels (cached like the kNN baselines)
 
   c.classifier = ml_collections.ConfigDict()  # 'linear' and 'finetune' modes
   c.classifier.head_init_std = 0.01  # new linear layer: N(0, std) weights, zero bias

@@ -21,6 +21,7 @@ from simsiam_jax import pretrained
 from simsiam_jax import train
 from simsiam_jax.data import input_pipeline
 from simsiam_jax.evaluation import collapse
+from simsiam_jax.evaluation import probe
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -34,7 +35,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 MODES = {'pretrain': train.train_and_evaluate,
          'knn_eval': pretrained.knn_eval,
          'linear': classify.train_and_evaluate,
-         'finetune': classify.train_and_evaluate}
+         'finetune': classify.train_and_evaluate,
+         'fast_probe': probe.evaluate_checkpoint}
 # Errors a user can fix: one clear line and exit code 2, no traceback.
 USER_ERRORS = (checkpointing.ConfigMismatch, input_pipeline.DatasetNotReady,
                FloatingPointError, train.WorkdirError,

@@ -5,9 +5,12 @@
       --prefix=compare_     # several runs overlaid
 
 Written at the end of every run too; one PNG per metric, against epochs.
+The kNN plot draws the run's baselines (raw pixels, random init), when its
+summary.json or metrics.jsonl holds them, as horizontal dashed lines.
 """
 
 import io
+import json
 
 from absl import app
 from absl import flags
@@ -22,6 +25,11 @@ METRICS = {
     'knn_top1': 'kNN top-1 accuracy',
     'test_top1': 'test top-1 accuracy (linear probe / fine-tuning)',
 }
+# Constant references drawn on a metric's plot: {metric: {key: label}}.
+BASELINES = {'knn_top1': {'knn_raw_pixels': 'raw pixels',
+                          'knn_random_init': 'random init'}}
+_COLOURS = {'raw pixels': 'tab:gray', 'random init': 'tab:red'}
+SUMMARY_FILE = 'summary.json'  # train.SUMMARY_FILE (train imports this module)
 
 
 def _curves(workdir: str) -> dict:
@@ -41,6 +49,28 @@ def _curves(workdir: str) -> dict:
   return curves
 
 
+def _baselines(workdir: str, metric: str) -> dict:
+  """{label: value} of `metric`'s baselines (summary.json or metrics.jsonl)."""
+  keys = BASELINES.get(metric)
+  if not keys:
+    return {}
+  found = {}
+  for row in metrics_io.read_metrics(workdir):  # the last value wins
+    found.update({k: row[k] for k in keys if k in row})
+  path = epath.Path(workdir) / SUMMARY_FILE
+  if path.exists():
+    summary = json.loads(path.read_text())
+    found.update({k: summary[k] for k in keys if k in summary})
+  return {keys[k]: float(v) for k, v in found.items()}
+
+
+def _draw_baselines(ax, baselines: dict, run: str = ''):
+  """Horizontal dashed lines, one per {label: value}."""
+  for label, value in baselines.items():
+    ax.axhline(value, linestyle='--', color=_COLOURS.get(label),
+               label=f'{label} ({run})' if run else label)
+
+
 def _name(workdir: str) -> str:
   return str(workdir).rstrip('/').rsplit('/', 1)[-1]
 
@@ -50,22 +80,28 @@ def plot_runs(workdirs: list[str], out_dir: str, prefix: str = '') -> list[str]:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  runs = {_name(w) if len(workdirs) > 1 else '': _curves(w) for w in workdirs}
+  runs = [(_name(w) if len(workdirs) > 1 else '', _curves(w), w)
+          for w in workdirs]
   epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
   written = []
   for name, label in METRICS.items():
-    if not any(name in c for c in runs.values()):
+    if not any(name in curves for _, curves, _ in runs):
       continue
     fig, ax = plt.subplots(figsize=(6, 4))
-    for run, curves in runs.items():
+    legend = len(runs) > 1
+    for run, curves, workdir in runs:
       if name in curves:
         x, values, unit = curves[name]
         ax.plot(x, values, marker='o' if len(x) < 30 else None,
                 label=run or None)
         ax.set_xlabel(unit)
+        baselines = _baselines(workdir, name)
+        if baselines:
+          _draw_baselines(ax, baselines, run)
+          legend = True
     ax.set_ylabel(label)
     ax.set_title(name if len(runs) > 1 else f'{name} - {_name(workdirs[0])}')
-    if len(runs) > 1:
+    if legend:
       ax.legend()
     ax.grid(alpha=0.3)
     path = epath.Path(out_dir) / f'{prefix}{name}.png'

@@ -94,15 +94,20 @@ def load(config: ml_collections.ConfigDict, workdir: str, mesh):
 def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """kNN top-1 of a saved checkpoint on `config.data` with `config.knn`.
 
-  Writes `workdir/summary.json` ({'knn_top1', 'step', 'pretrained'}).
+  Writes `workdir/summary.json` ({'knn_top1', 'step', 'pretrained', ...}),
+  with the baselines 'knn_raw_pixels' and 'knn_random_init' (the pretraining
+  run's own initialisation, BN on batch statistics; see
+  `KnnMonitor.baselines`) unless `config.knn.baselines` is False.
   """
   from simsiam_jax.evaluation import monitor  # pylint: disable=g-import-not-at-top
   mesh = parallel.create_mesh()
   if jax.process_index() == 0:
     train.prepare_workdir(workdir, config)
-  _, model, state = load(config, workdir, mesh)
-  top1 = monitor.KnnMonitor(config, model, mesh)(state)
-  summary = {'knn_top1': top1, 'step': parallel.step_of(state),
+  saved, model, state = load(config, workdir, mesh)
+  knn_monitor = monitor.KnnMonitor(config, model, mesh)
+  baselines = knn_monitor.baselines(seed=saved.seed)  # shown in the log line
+  top1 = knn_monitor(state)
+  summary = {'knn_top1': top1, **baselines, 'step': parallel.step_of(state),
              'pretrained': str(config.pretrained.workdir),
              'checkpoint': config.pretrained.checkpoint}
   if jax.process_index() == 0:

@@ -76,3 +76,22 @@ def test_object_store_writer_rewrites_instead_of_appending(tmp_path,
   assert metrics_io.read_metrics(str(tmp_path)) == [
       {'step': 1, 'loss': 0.5}, {'step': 2, 'loss': 0.25},
       {'step': 3, 'loss': 0.125}]
+
+
+def test_knn_plot_draws_the_baselines(tmp_path, monkeypatch):
+  writer = metrics_io.JsonlWriter(str(tmp_path))
+  writer.write_scalars(10, {'loss': -0.5, 'epoch': 1.0})
+  writer.write_scalars(10, {'knn_top1': 0.6, 'knn_raw_pixels': 0.4})
+  writer.write_scalars(20, {'knn_top1': 0.7})
+  # summary.json wins over metrics.jsonl.
+  (tmp_path / 'summary.json').write_text(json.dumps(
+      {'knn_top1': 0.7, 'knn_raw_pixels': 0.5, 'knn_random_init': 0.3}))
+  drawn = []
+  draw = plot._draw_baselines  # pylint: disable=protected-access
+  monkeypatch.setattr(plot, '_draw_baselines',
+                      lambda ax, baselines, run='': drawn.append(baselines)
+                      or draw(ax, baselines, run))
+  paths = plot.plot_run(str(tmp_path))
+  assert drawn == [{'raw pixels': 0.5, 'random init': 0.3}]  # kNN plot only
+  knn_png = str(tmp_path / 'knn_top1.png')
+  assert knn_png in paths and os.path.getsize(knn_png) > 1000

@@ -1,11 +1,23 @@
-"""Sharded weighted kNN against a brute-force NumPy implementation."""
+"""Sharded weighted kNN against a brute-force NumPy implementation, and the
+monitor's baselines (raw pixels, random init) against the same by hand."""
+
+import types
 
 import jax
 import numpy as np
+import optax
 import pytest
 
+from configs import tiny
+from simsiam_jax import checkpointing
+from simsiam_jax import optim
 from simsiam_jax import parallel
+from simsiam_jax import pretrained
+from simsiam_jax import train
+from simsiam_jax.data import synthetic
 from simsiam_jax.evaluation import knn
+from simsiam_jax.evaluation import monitor
+from simsiam_jax.models import simsiam
 
 
 def _numpy_knn(train, train_labels, test, k, temperature, num_classes):
@@ -63,3 +75,152 @@ def test_masked_queries_do_not_count(data):
                          num_classes=num_classes, query_batch=32)
   want = _numpy_knn(train, train_labels, test[:45], 20, 0.1, num_classes)
   assert acc == pytest.approx(np.mean(want == test_labels[:45]))
+
+
+# Baselines of the kNN monitor: raw pixels and the random initialisation.
+
+
+def _config(cache_dir, **overrides):
+  c = tiny.get_config()
+  c.knn.batch_size = 64
+  c.knn.k = 20
+  c.knn.cache_dir = str(cache_dir)
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
+def _monitor(config):
+  return monitor.KnnMonitor(config, simsiam.create_model(config.model),
+                            parallel.create_mesh())
+
+
+@pytest.fixture(scope='module')
+def baselines(tmp_path_factory):
+  """A monitor on the tiny synthetic set (256 train, 64 test), its baselines."""
+  config = _config(tmp_path_factory.mktemp('cache'))
+  mon = _monitor(config)
+  return config, mon, mon.baselines()
+
+
+def _split(config, split):
+  dc = config.data
+  return synthetic.labelled_images(dc.synthetic_num_examples, dc.image_size,
+                                   dc.channels, config.seed, split)
+
+
+def test_raw_pixel_baseline_is_knn_on_flattened_images(baselines):
+  config, _, values = baselines
+  (train, train_labels), (test, test_labels) = (
+      _split(config, s) for s in ('train', 'test'))
+  want = _numpy_knn(train.reshape(len(train), -1), train_labels,
+                    test.reshape(len(test), -1), 20, 0.1, 10)
+  assert values['knn_raw_pixels'] == pytest.approx(
+      np.mean(want == test_labels), abs=1e-9)
+
+
+def test_random_init_baseline_uses_bn_batch_statistics(baselines):
+  config, mon, values = baselines
+  variables = mon.random_init_variables(config.seed)
+  # The very network pretraining starts from.
+  start = train.create_train_state(
+      mon.model, optax.sgd(0.1), jax.random.key(config.seed), (16, 16, 3),
+      mon.mesh)
+  jax.tree.map(np.testing.assert_array_equal, variables['params'],
+               start.params)
+  variables = jax.device_get(variables)
+  features = {}
+  for split in ('train', 'test'):
+    images, labels = _split(config, split)
+    # By hand: BN on the statistics of each batch of 64, as the monitor batches.
+    features[split] = np.concatenate([np.asarray(mon.model.apply(
+        variables, images[i:i + 64], train=True, method='features',
+        mutable=['batch_stats'])[0]) for i in range(0, len(images), 64)])
+    got, got_labels = mon.host_features(variables, split, 'batch_stats')
+    np.testing.assert_allclose(got, features[split], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got_labels, labels)
+    inference, _ = mon.host_features(variables, split, 'inference')
+    assert np.max(np.abs(inference - got)) > 0.1  # running averages 0/1 differ
+  _, train_labels = _split(config, 'train')
+  _, test_labels = _split(config, 'test')
+  want = _numpy_knn(features['train'], train_labels, features['test'], 20, 0.1,
+                    10)
+  assert values['knn_random_init'] == pytest.approx(
+      np.mean(want == test_labels), abs=1e-9)
+
+
+def test_padding_rows_do_not_enter_batch_statistics():
+  batch = {'image': np.arange(5, dtype=np.float32)[:, None] + 1,
+           'label': np.zeros(5, np.int32),
+           'mask': np.array([True, True, False, False, False])}
+  filled = monitor._fill_padding(batch)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(filled['image'][:, 0], [1, 2, 1, 2, 1])
+  np.testing.assert_array_equal(batch['image'][:, 0], [1, 2, 3, 4, 5])
+
+
+def test_baselines_are_cached_on_disk_by_key(baselines, monkeypatch, caplog):
+  config, _, values = baselines
+  calls = []
+
+  def score(self, variables, kind='inference'):
+    calls.append(kind)
+    raise AssertionError('computed again')
+
+  monkeypatch.setattr(monitor.KnnMonitor, 'score', score)
+  again = _monitor(config)  # a new run: only the disk cache is shared
+  assert again.baselines() == values and not calls
+  # The log line shows them next to the network's score.
+  monkeypatch.setattr(monitor.KnnMonitor, 'score',
+                      lambda self, variables, kind='inference': 0.5)
+  with caplog.at_level('INFO'):
+    again(types.SimpleNamespace(params={}, batch_stats={}))
+  assert (f'kNN (k=20, T=0.1) top-1 on test: SimSiam 50.00% | raw pixels '
+          f'{100 * values["knn_raw_pixels"]:.2f}% | random init '
+          f'{100 * values["knn_random_init"]:.2f}% (BN batch statistics)'
+          ) in caplog.text
+
+  def counted(self, variables, kind='inference'):
+    calls.append(kind)
+    return 0.25
+
+  monkeypatch.setattr(monitor.KnnMonitor, 'score', counted)
+  other_k = _monitor(_config(config.knn.cache_dir, **{'knn.k': 5}))
+  assert other_k.baselines() == {'knn_raw_pixels': 0.25,
+                                 'knn_random_init': 0.25}
+  assert calls == ['pixels', 'batch_stats']
+  other_seed = _monitor(config)
+  assert other_seed.baselines(seed=1) == {**values, 'knn_random_init': 0.25}
+  assert calls == ['pixels', 'batch_stats', 'batch_stats']
+  other_seed.baselines(seed=1)  # in memory
+  assert len(calls) == 3
+
+
+def test_unwritable_cache_is_not_an_error(tmp_path, monkeypatch):
+  (tmp_path / 'file').write_text('not a directory')
+  config = _config(tmp_path / 'file' / 'cache')
+  monkeypatch.setattr(monitor.KnnMonitor, 'score',
+                      lambda self, variables, kind='inference': 0.5)
+  assert _monitor(config).baselines() == {'knn_raw_pixels': 0.5,
+                                          'knn_random_init': 0.5}
+  with config.unlocked():
+    config.knn.max_pixel_dim = 100  # 16 x 16 x 3 images: no pixel baseline
+    config.knn.cache_dir = str(tmp_path)
+  assert list(_monitor(config).baselines()) == ['knn_random_init']
+
+
+def test_knn_eval_mode_reports_the_baselines(baselines, tmp_path):
+  config, mon, values = baselines
+  pretrain_dir = str(tmp_path / 'pretrain')  # a run's step-0 checkpoint
+  tx, _ = optim.create_optimizer(config, 1, 1 << 30)
+  state = train.create_train_state(mon.model, tx, jax.random.key(config.seed),
+                                   (16, 16, 3), mon.mesh)
+  ckpt = checkpointing.Checkpointer(pretrain_dir, config)
+  ckpt.save(0, state, force=True)
+  ckpt.wait()
+  config = config.copy_and_resolve_references()
+  config.mode = 'knn_eval'
+  config.pretrained.workdir = pretrain_dir
+  summary = pretrained.knn_eval(config, str(tmp_path / 'eval'))
+  assert summary['knn_raw_pixels'] == values['knn_raw_pixels']
+  assert summary['knn_random_init'] == values['knn_random_init']
+  # The same network, scored with BN running averages (mean 0, var 1).
+  assert summary['knn_top1'] == mon(state)

@@ -2,16 +2,72 @@
 
 Features are the pooled backbone output with BatchNorm in inference mode,
 computed on the mesh; the bank (train split) stays sharded across devices.
+
+Two baselines put the score in context, computed once per dataset by the same
+kNN (bank = train split, queries = eval split) and cached on disk:
+
+- raw pixels: the normalised eval-time images, flattened;
+- random init: the run's backbone at its initialisation, BatchNorm normalising
+  by each eval batch's own statistics.
 """
 
+import functools
+import hashlib
+import json
+import os
+from typing import Callable
+
 from absl import logging
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from simsiam_jax import parallel
 from simsiam_jax.data import input_pipeline
 from simsiam_jax.evaluation import knn
+
+# How features are computed: BN with running averages, BN with the batch's
+# statistics, or no network at all.
+KINDS = ('inference', 'batch_stats', 'pixels')
+_BASELINE_FORMATS = {
+    'knn_raw_pixels': 'raw pixels {:.2f}%',
+    'knn_random_init': 'random init {:.2f}% (BN batch statistics)'}
+
+
+def _inference_features(model, variables, x):
+  return model.apply(variables, x, train=False, method='features')
+
+
+def _batch_stats_features(model, variables, x):
+  """BN normalises by this batch's statistics; updated averages are dropped."""
+  features, _ = model.apply(variables, x, train=True, method='features',
+                            mutable=['batch_stats'])
+  return features
+
+
+def _pixels(variables, x):
+  del variables
+  return x.reshape(x.shape[0], -1)
+
+
+def _fill_padding(batch: dict) -> dict:
+  """Padding rows replaced by copies of real rows.
+
+  With BN on batch statistics, zero padding rows would shift the mean and
+  variance that the real rows of the (last) batch are normalised with. (A
+  process whose share of a batch is all padding, possible in the last batch
+  with several processes, still sends zeros.)
+  """
+  mask = np.asarray(batch['mask'])
+  real, pad = np.flatnonzero(mask), np.flatnonzero(~mask)
+  if not len(real) or not len(pad):
+    return batch
+  image = np.array(batch['image'])
+  image[pad] = image[real[np.arange(len(pad)) % len(real)]]
+  return {**batch, 'image': image}
 
 
 class KnnMonitor:
@@ -19,39 +75,210 @@ class KnnMonitor:
 
   def __init__(self, config: ml_collections.ConfigDict, model, mesh):
     self.config = config
+    self.model = model
     self.mesh = mesh
     self.num_classes = input_pipeline.num_classes(config)
     parallel.check_batch_size(config.knn.batch_size, mesh)
     self.local_batch = config.knn.batch_size // jax.process_count()
-    self._features = jax.jit(
-        lambda variables, x: model.apply(variables, x, train=False,
-                                         method='features'),
+    shardings = dict(
         in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
         out_shardings=parallel.data_sharded(mesh))
-    self._concat = jax.jit(lambda xs: jax.numpy.concatenate(xs),
+    self._extract = {
+        'inference': jax.jit(functools.partial(_inference_features, model),
+                             **shardings),
+        'batch_stats': jax.jit(
+            functools.partial(_batch_stats_features, model), **shardings),
+        'pixels': jax.jit(_pixels, **shardings)}
+    self._concat = jax.jit(jnp.concatenate,
                            out_shardings=parallel.data_sharded(mesh))
+    self._memo = {}  # cache key digest -> top-1, for this monitor's life
+    self.known_baselines = {}  # the last `baselines()`, shown in the log line
 
-  def features(self, variables, split: str):
-    """(features [N, D], labels [N], mask [N]) sharded along N on the mesh."""
+  def features(self, variables, split: str, kind: str = 'inference'):
+    """(features [N, D], labels [N], mask [N]) sharded along N on the mesh.
+
+    Args:
+      variables: the SimSiam variables ({'params', 'batch_stats'}); unused for
+        kind='pixels'.
+      split: a split of `config.data`, read by `input_pipeline.eval_batches`
+        (no augmentation, normalised as the network sees it).
+      kind: one of KINDS: backbone features with BN in inference mode, or
+        with BN on each batch's statistics, or the flattened images.
+    """
+    if kind not in KINDS:
+      raise ValueError(f'kind must be one of {KINDS}, got {kind!r}.')
+    variables = {} if kind == 'pixels' else variables
     feats, labels, masks = [], [], []
     for batch in input_pipeline.eval_batches(self.config, split,
                                               self.local_batch):
+      if kind == 'batch_stats':
+        batch = _fill_padding(batch)
       g = parallel.host_to_global(batch, self.mesh)
-      feats.append(self._features(variables, g['image']))
+      feats.append(self._extract[kind](variables, g['image']))
       labels.append(g['label'])
       masks.append(g['mask'])
     return self._concat(feats), self._concat(labels), self._concat(masks)
 
-  def __call__(self, state) -> float:
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  def host_features(self, variables, split: str, kind: str = 'inference'):
+    """(features [n, D], labels [n]), numpy on every process, no padding."""
+    feats, labels, mask = (multihost_utils.process_allgather(x, tiled=True)
+                           for x in self.features(variables, split, kind))
+    mask = np.asarray(mask, bool)
+    return np.asarray(feats)[mask], np.asarray(labels)[mask]
+
+  def score(self, variables, kind: str = 'inference') -> float:
+    """kNN top-1 on the eval split against the train split (see `features`)."""
     kc = self.config.knn
-    bank = self.features(variables, self.config.data.train_split)
-    test = self.features(variables, self.config.data.eval_split)
+    bank = self.features(variables, self.config.data.train_split, kind)
+    test = self.features(variables, self.config.data.eval_split, kind)
     # Queries are small next to the bank: every process takes all of them.
     test = [multihost_utils.process_allgather(x, tiled=True) for x in test]
-    top1 = knn.knn_accuracy(*bank, *test, self.mesh, k=kc.k,
+    return knn.knn_accuracy(*bank, *test, self.mesh, k=kc.k,
                             temperature=kc.temperature,
                             num_classes=self.num_classes)
-    logging.info('kNN (k=%d, T=%g) top-1 on %s: %.2f%%', kc.k, kc.temperature,
-                 self.config.data.eval_split, 100 * top1)
+
+  def __call__(self, state) -> float:
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    top1 = self.score(variables)
+    shown = [f'SimSiam {100 * top1:.2f}%'] + [
+        _BASELINE_FORMATS[k].format(100 * v)
+        for k, v in self.known_baselines.items()]
+    kc = self.config.knn
+    logging.info('kNN (k=%d, T=%g) top-1 on %s: %s', kc.k, kc.temperature,
+                 self.config.data.eval_split, ' | '.join(shown))
     return top1
+
+  @property
+  def pixel_dim(self) -> int:
+    """Values per image: the raw-pixel feature dimension."""
+    dc = self.config.data
+    return dc.image_size * dc.image_size * dc.channels
+
+  def random_init_variables(self, seed: int):
+    """The network pretraining starts from with `config.seed=seed`, replicated.
+
+    Drawn as `train.train_state_initializer` draws it: `model.init` on the key
+    of `seed`, inputs [2, H, W, C], the non-partitionable threefry.
+    """
+    dc = self.config.data
+    x = jnp.zeros((2, dc.image_size, dc.image_size, dc.channels), jnp.float32)
+    init = jax.jit(functools.partial(self.model.init, train=True),
+                   out_shardings=parallel.replicated(self.mesh))
+    with jax.threefry_partitionable(False):
+      return init(jax.random.key(seed), x, x)
+
+  def baselines(self, seed: int | None = None) -> dict[str, float]:
+    """kNN top-1 of raw pixels and of the randomly initialised backbone.
+
+    Same kNN, splits and settings as the monitor. 'knn_raw_pixels' scores the
+    flattened normalised eval-time images (skipped, with a log line, beyond
+    `knn.max_pixel_dim` values per image). 'knn_random_init' scores the
+    backbone at its initialisation from `seed`, with BatchNorm normalising by
+    each eval batch's statistics (train=True, updated averages discarded):
+    the initial running averages (mean 0, variance 1) describe no data.
+    Each value is computed once and cached, in memory and on disk
+    (`cached`); later kNN log lines show them.
+
+    Args:
+      seed: the seed of the initialisation; None: `config.seed`.
+
+    Returns:
+      {'knn_raw_pixels': float, 'knn_random_init': float}, or {} when
+      `config.knn.baselines` is False.
+    """
+    if not self.config.knn.baselines:
+      return {}
+    seed = self.config.seed if seed is None else seed
+    key = knn_key(self.config)
+    out = {}
+    if self.pixel_dim <= self.config.knn.max_pixel_dim:
+      out['knn_raw_pixels'] = cached(
+          self.config, 'knn_raw_pixels', key,
+          lambda: self.score(None, 'pixels'), self._memo)
+    else:
+      logging.info('No raw-pixel kNN baseline: %d values per image > '
+                   'knn.max_pixel_dim=%d.', self.pixel_dim,
+                   self.config.knn.max_pixel_dim)
+    # BN batch statistics depend on the batch: its size is part of the key.
+    key = {**key, 'model': repr(self.model), 'init_seed': seed,
+           'batch_size': self.config.knn.batch_size}
+    out['knn_random_init'] = cached(
+        self.config, 'knn_random_init', key,
+        lambda: self.score(self.random_init_variables(seed), 'batch_stats'),
+        self._memo)
+    self.known_baselines = out
+    return out
+
+
+def data_key(config: ml_collections.ConfigDict) -> dict:
+  """What fixes the eval-time images and labels of both splits."""
+  dc = config.data
+  key = {'dataset': dc.dataset, 'train_split': dc.train_split,
+         'eval_split': dc.eval_split, 'image_size': dc.image_size,
+         'channels': dc.channels, 'eval_crop_fraction': dc.eval_crop_fraction,
+         'resident': dc.resident, 'mean': list(dc.aug.mean),
+         'std': list(dc.aug.std)}
+  if dc.dataset == 'synthetic':  # made from the seed
+    key.update(seed=config.seed, num_examples=dc.synthetic_num_examples)
+  return key
+
+
+def knn_key(config: ml_collections.ConfigDict) -> dict:
+  return {**data_key(config), 'k': config.knn.k,
+          'temperature': config.knn.temperature}
+
+
+def cache_dir(config: ml_collections.ConfigDict) -> epath.Path:
+  """knn.cache_dir, else DATA_DIR/simsiam_jax, else ~/.cache/simsiam_jax."""
+  if config.knn.cache_dir:
+    return epath.Path(config.knn.cache_dir)
+  if config.data.data_dir:
+    return epath.Path(config.data.data_dir) / 'simsiam_jax'
+  return epath.Path(os.path.expanduser('~/.cache/simsiam_jax'))
+
+
+def cached(config: ml_collections.ConfigDict, name: str, key: dict,
+           compute: Callable[[], float], memo: dict | None = None) -> float:
+  """`compute()`, or the value an earlier call saved for (name, key).
+
+  One small JSON file per value in `cache_dir(config)`, holding its key in
+  full. Process 0 reads it and tells the others, so that all processes
+  compute (collectively) or none does. A cache that cannot be read or written
+  only costs the computation.
+  """
+  key = json.loads(json.dumps({'name': name, **key}, sort_keys=True))
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+  memo = {} if memo is None else memo
+  if digest in memo:
+    return memo[digest]
+  path = cache_dir(config) / f'{name}_{digest[:16]}.json'
+  value = _read_cache(path, key) if jax.process_index() == 0 else None
+  if jax.process_count() > 1:
+    value = float(multihost_utils.broadcast_one_to_all(
+        np.float32(np.nan if value is None else value)))
+    value = None if np.isnan(value) else value
+  if value is None:
+    value = float(compute())
+    if jax.process_index() == 0:
+      _write_cache(path, key, value)
+  else:
+    logging.info('%s = %.4f, cached in %s.', name, value, path)
+  memo[digest] = value
+  return value
+
+
+def _read_cache(path: epath.Path, key: dict) -> float | None:
+  try:
+    entry = json.loads(path.read_text())
+    return float(entry['value']) if entry['key'] == key else None
+  except Exception:  # pylint: disable=broad-except
+    return None  # missing, unreadable or foreign: compute it again
+
+
+def _write_cache(path: epath.Path, key: dict, value: float):
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({'key': key, 'value': value}, indent=1))
+  except Exception as e:  # pylint: disable=broad-except
+    # Any storage's error (local, gs://): the value is still returned.
+    logging.warning('Could not cache %s in %s (%s).', key['name'], path, e)
