@@ -344,6 +344,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metrics_io.create_writer(workdir, is_chief)
   knn_monitor = _knn_monitor(config, model, mesh)
   knn_epochs = config.knn.every_epochs
+  # Raw pixels and the random-init network under the same kNN: the numbers
+  # a SimSiam score has to beat (cached per data set, computed once).
+  baselines = knn_monitor.baselines() if knn_monitor else {}
+  if baselines:
+    writer.write_scalars(start_step, baselines)
   if knn_monitor and config.knn.at_start and start_step == 0:
     writer.write_scalars(0, {'knn_top1': knn_monitor(state)})
   cc = config.collapse
@@ -378,7 +383,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = {'step': final_step, 'num_train_steps': num_train_steps,
              'epochs': final_step / steps_per_epoch,
              'first_step_s': progress.first_step_s,
-             'wall_time_s': time.perf_counter() - progress.t_start, **last}
+             'wall_time_s': time.perf_counter() - progress.t_start, **last,
+             **baselines}
   write_summary(workdir, summary, writer)
   return summary
 

@@ -4,6 +4,7 @@ A whole TensorFlow-free run on resident real images is in test_cli.py.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -67,3 +68,18 @@ def test_resident_needs_device_augmentation():
   c.data.resident = True
   with pytest.raises(ValueError, match='augment_on'):
     resident.prepare_fn(c, parallel.create_mesh(), 10)
+
+
+@pytest.mark.parametrize('n', [1, 2, 3, 17, 1000, 7500, 60000])
+def test_permuted_index_is_a_permutation(n):
+  key = jax.random.key(n)
+  perm = np.asarray(resident.permuted_index(jnp.arange(n), n, key))
+  np.testing.assert_array_equal(np.sort(perm), np.arange(n))
+  if n >= 1000:  # and a shuffled one: other keys, other orders, no trend
+    other = np.asarray(resident.permuted_index(jnp.arange(n), n,
+                                               jax.random.key(n + 1)))
+    assert np.mean(perm == other) < 0.01
+    assert abs(np.corrcoef(np.arange(n), perm)[0, 1]) < 0.1
+    # Any slice of it (a step's batch) is drawn independently of the rest.
+    np.testing.assert_array_equal(
+        resident.permuted_index(jnp.arange(100, 356), n, key), perm[100:356])
