@@ -89,6 +89,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.classifier.head_init_std = 0.01  # new linear layer: N(0, std) weights, zero bias
   c.classifier.backbone_base_lr = -1.0  # finetune: backbone lr x B/256; -1: optim.base_lr
   c.classifier.eval_every_epochs = 0  # test-split accuracy interval; 0: only at the end
+  c.classifier.label_fraction = 1.0  # train on this class-balanced fraction of the labels (0.01: 1 %)
+  c.classifier.label_seed = 0      # picks that subset (NumPy, from the labels); fixed for the run
+  c.classifier.from_scratch = False  # finetune a random-init backbone of config.model (no pretrained.workdir)
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = 'synthetic'     # 'synthetic' (in memory), 'fashion_mnist_debian', or a TFDS name

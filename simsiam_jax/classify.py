@@ -12,16 +12,28 @@ learning rate (`classifier.backbone_base_lr`).
 
 The backbone is rebuilt from the pretraining run's saved config; this run's
 checkpoints record that model, so a probe resumes like a pretraining run.
+
+Semi-supervised setting (the "1 % labels" of SimCLR/BYOL/SimSiam tables):
+`classifier.label_fraction` < 1 trains on a class-balanced subset of the
+train split, chosen from the labels by `classifier.label_seed` before any
+sharding, so the same on every epoch, resume and topology; epochs and steps
+follow the subset's size, and `label_subset.json` in the workdir lists it.
+`classifier.from_scratch=True` (finetune only, with no
+`pretrained.workdir`) fine-tunes a randomly initialised backbone of
+`config.model` instead: the baseline the pretraining must beat.
 """
 
 import functools
+import json
 import time
 
 from absl import logging
+from etils import epath
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from simsiam_jax import checkpointing
@@ -31,8 +43,13 @@ from simsiam_jax import parallel
 from simsiam_jax import pretrained
 from simsiam_jax import train
 from simsiam_jax.data import input_pipeline
+from simsiam_jax.models import simsiam
 
 MODES = ('linear', 'finetune')
+SUBSET_FILE = 'label_subset.json'
+# Fields that fix what a run trains on; a resume must not change them.
+_RUN_FIELDS = {'classifier.label_fraction': 1.0, 'classifier.label_seed': 0,
+               'classifier.from_scratch': False}  # and their defaults
 
 
 class Classifier(nn.Module):
@@ -81,14 +98,20 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
 
 
 def state_initializer(model: Classifier, tx, image_shape):
-  """(rng, backbone params, backbone BN statistics) -> TrainState."""
-  def init(rng, backbone_params, backbone_stats):
+  """(rng[, backbone params, backbone BN statistics]) -> TrainState.
+
+  Without a backbone the model's own random initialisation is kept (from
+  scratch); the head is drawn from `rng` either way.
+  """
+  def init(rng, backbone_params=None, backbone_stats=None):
     x = jnp.zeros((2, *image_shape), jnp.float32)
     variables = model.init(rng, x, train=False)
-    params = {**variables['params'], 'backbone': backbone_params}
-    return train.TrainState.create(
-        apply_fn=model.apply, params=params,
-        batch_stats={'backbone': backbone_stats}, tx=tx)
+    params, stats = variables['params'], variables['batch_stats']
+    if backbone_params is not None:
+      params = {**params, 'backbone': backbone_params}
+      stats = {'backbone': backbone_stats}
+    return train.TrainState.create(apply_fn=model.apply, params=params,
+                                   batch_stats=stats, tx=tx)
   return init
 
 
@@ -160,6 +183,98 @@ def _tree_equal(a, b) -> bool:
   return all(bool(x) for x in jax.tree.leaves(same))
 
 
+def check_config(config: ml_collections.ConfigDict):
+  """Raises ValueError, saying what to set, for settings classify cannot run."""
+  if config.mode not in MODES:
+    raise ValueError(f'classify runs modes {MODES}, got {config.mode!r}.')
+  dc, cc = config.data, config.classifier
+  if dc.augment_on != 'host' or dc.resident:
+    # The train step here neither crops nor normalises uint8 device batches.
+    raise ValueError(
+        'linear/finetune train on host-augmented batches: pass '
+        '--config.data.augment_on=host --config.data.resident=False (got '
+        f'augment_on={dc.augment_on!r}, resident={dc.resident}).')
+  if not 0.0 < cc.label_fraction <= 1.0:
+    raise ValueError('classifier.label_fraction must be in (0, 1], got '
+                     f'{cc.label_fraction}.')
+  if cc.from_scratch:
+    if config.mode != 'finetune':
+      raise ValueError('classifier.from_scratch=True trains the backbone: use '
+                       f'--config.mode=finetune (got {config.mode!r}).')
+    if config.pretrained.workdir:
+      raise ValueError(
+          'classifier.from_scratch=True starts from random weights, but '
+          f'pretrained.workdir={config.pretrained.workdir!r} names a '
+          'pretraining run: drop one of the two.')
+
+
+def load_backbone(config: ml_collections.ConfigDict, workdir: str, mesh):
+  """(model config, backbone module, (params, BN statistics) or None).
+
+  From scratch: `config.model`'s backbone and None (random initialisation);
+  else the pretraining run's network and weights.
+  """
+  if config.classifier.from_scratch:
+    logging.info('From scratch: the backbone of config.model starts from '
+                 'random weights (seed %d).', config.seed)
+    return config.model, simsiam.create_model(config.model).backbone, None
+  saved, pre_model, pre_state = pretrained.load(config, workdir, mesh)
+  differ = checkpointing.config_mismatches(saved.to_dict(), config)
+  if differ:  # harmless here, but a scratch run of this config is unmatched
+    logging.warning('The pretrained network differs from this config\'s '
+                    'model (%s); a from_scratch run of this config would '
+                    'train another network.', '; '.join(differ))
+  weights = (pre_state.params['backbone'], pre_state.batch_stats['backbone'])
+  return saved.model, pre_model.backbone, weights
+
+
+def train_subset(config: ml_collections.ConfigDict, workdir: str):
+  """The labelled subset (sorted indices into the train split), or None: all.
+
+  Logs its size and class counts and records it in `workdir`/label_subset.json.
+  """
+  picked = input_pipeline.label_subset(config)
+  if picked is None:
+    return None
+  indices, labels = picked
+  counts = np.bincount(labels, minlength=input_pipeline.num_classes(config))
+  cc = config.classifier
+  logging.info('Labelled subset: %d examples (fraction %g, label_seed %d), '
+               'per class %s.', len(indices), cc.label_fraction,
+               cc.label_seed, counts.tolist())
+  if len(indices) < config.batch_size:
+    raise ValueError(
+        f'The labelled subset has {len(indices)} examples, fewer than '
+        f'batch_size={config.batch_size}: lower --config.batch_size or raise '
+        '--config.classifier.label_fraction.')
+  if jax.process_index() == 0:
+    record = {'label_fraction': cc.label_fraction, 'label_seed': cc.label_seed,
+              'num_examples': len(indices), 'class_counts': counts.tolist(),
+              'indices': indices.tolist()}
+    (epath.Path(workdir) / SUBSET_FILE).write_text(json.dumps(record))
+  return indices
+
+
+def check_resume(ckpt: checkpointing.Checkpointer,
+                 config: ml_collections.ConfigDict):
+  """Raises ValueError if `ckpt`'s run trained on other labels or weights."""
+  _, saved = ckpt.saved_config()
+  if saved is None:
+    return
+  changed = []
+  for field, default in _RUN_FIELDS.items():
+    section, name = field.split('.')
+    old = saved.get(section, {}).get(name, default)
+    new = config[section][name]
+    if old != new:
+      changed.append(f'{field}: checkpoint {old!r}, this run {new!r}')
+  if changed:
+    raise ValueError(
+        f'The checkpoints in {ckpt.directory} come from a run on other labels '
+        'or weights (' + '; '.join(changed) + '). Use a new --workdir, or '
+        'the checkpoint\'s settings to resume.')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains the linear head (or fine-tunes) and scores the test split.
 
@@ -170,42 +285,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     pretrained.PretrainedNotFound: `config.pretrained` names no checkpoint.
     RuntimeError: the frozen backbone changed (a bug, never expected).
   """
-  if config.mode not in MODES:
-    raise ValueError(f'classify runs modes {MODES}, got {config.mode!r}.')
+  check_config(config)
   frozen = config.mode == 'linear'
   mesh = parallel.create_mesh()
   local_batch = parallel.check_batch_size(config.batch_size, mesh)
-  saved, pre_model, pre_state = pretrained.load(config, workdir, mesh)
+  model_config, backbone_module, backbone = load_backbone(config, workdir,
+                                                          mesh)
   # Record the backbone this run holds, so its checkpoints validate on resume.
   config = config.copy_and_resolve_references()
   with config.unlocked():
-    config.model = saved.model
+    config.model = model_config
   if jax.process_index() == 0:
     train.prepare_workdir(workdir, config)
 
+  ckpt = checkpointing.Checkpointer(workdir, config)
+  check_resume(ckpt, config)
+
   num_examples, image_shape = input_pipeline.describe(config)
   num_classes = input_pipeline.num_classes(config)
+  subset = train_subset(config, workdir)
+  if subset is not None:
+    num_examples = len(subset)  # epochs are passes over the labelled subset
   steps_per_epoch, num_train_steps = train.num_steps(config, num_examples)
-  model = Classifier(pre_model.backbone, num_classes, frozen,
+  model = Classifier(backbone_module, num_classes, frozen,
                      config.classifier.head_init_std)
   tx, schedule = create_optimizer(config, steps_per_epoch, num_train_steps,
                                   frozen)
   init = state_initializer(model, tx, image_shape)
   rng = jax.random.key(config.seed)
-  backbone = (pre_state.params['backbone'], pre_state.batch_stats['backbone'])
-  del pre_state
-  ckpt = checkpointing.Checkpointer(workdir, config)
-  state = train.restore_or_init(ckpt, init, mesh, rng, *backbone)
+  state = train.restore_or_init(ckpt, init, mesh, rng, *(backbone or ()))
   train_iter = input_pipeline.create_train_iterator(
-      config, local_batch, parallel.step_of(state), views=1)
+      config, local_batch, parallel.step_of(state), views=1, subset=subset)
   step_fn = jax.jit(
       functools.partial(train_step, frozen=frozen, schedule=schedule),
       in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
       out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
       donate_argnums=0)
-  logging.info('%s of the ResNet-%d backbone: %d classes, steps %d-%d of '
-               'global batch %d.', 'Linear probe' if frozen else 'Fine-tuning',
-               config.model.depth, num_classes, parallel.step_of(state),
+  logging.info('%s of the ResNet-%d backbone%s: %d classes, %d training '
+               'examples (%d steps an epoch), steps %d-%d of global batch %d.',
+               'Linear probe' if frozen else 'Fine-tuning', config.model.depth,
+               ' from scratch' if backbone is None else '', num_classes,
+               num_examples, steps_per_epoch, parallel.step_of(state),
                num_train_steps, config.batch_size)
 
   writer = metrics_io.create_writer(workdir, jax.process_index() == 0)
@@ -230,6 +350,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'epochs': final_step / steps_per_epoch,
              'wall_time_s': time.perf_counter() - progress.t_start,
              'pretrained': config.pretrained.workdir,
+             'from_scratch': config.classifier.from_scratch,
+             'label_fraction': config.classifier.label_fraction,
+             'num_train_examples': num_examples,
              **{k.replace('test', config.mode): v for k, v in scores.items()},
              **last}
   if frozen:

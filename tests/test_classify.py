@@ -1,12 +1,17 @@
 """Evaluation modes on a pretrained checkpoint: standalone kNN, linear probe, fine-tuning.
 
+Also the semi-supervised setting: a class-balanced labelled subset and the
+from-scratch baseline.
+
 All on the in-memory synthetic source (10 separable classes), no TensorFlow.
 """
 
 import json
 import os
+import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -16,6 +21,9 @@ from simsiam_jax import checkpointing
 from simsiam_jax import classify
 from simsiam_jax import pretrained
 from simsiam_jax import train
+from simsiam_jax.data import input_pipeline
+from simsiam_jax.data import synthetic
+from simsiam_jax.models import simsiam
 
 
 def _config(**overrides):
@@ -105,3 +113,152 @@ def test_missing_or_same_workdir_is_a_clear_error(pretrain_dir, tmp_path):
         'pretrained.workdir': workdir}), workdir)
   # Nothing was written into the pretraining run.
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
+
+
+# Semi-supervised setting: a labelled subset, and the from-scratch baseline.
+
+
+def test_label_subset_is_class_balanced_sized_and_seeded():
+  rng = np.random.default_rng(0)
+  labels = rng.permutation(np.repeat(np.arange(4), [100, 50, 7, 1]))
+  sub = input_pipeline.select_subset(labels, 0.1, seed=0)
+  # round(0.1 * n) per class, at least one: 10, 5, round(0.7) = 1, 1.
+  assert np.bincount(labels[sub], minlength=4).tolist() == [10, 5, 1, 1]
+  assert np.all(np.diff(sub) > 0)  # sorted, no repeats
+  np.testing.assert_array_equal(sub, input_pipeline.select_subset(labels, 0.1, 0))
+  assert not np.array_equal(sub, input_pipeline.select_subset(labels, 0.1, 1))
+  half = input_pipeline.select_subset(labels, 0.5, seed=0)
+  assert np.bincount(labels[half]).tolist() == [50, 25, 4, 1]  # 3.5 -> 4
+  np.testing.assert_array_equal(
+      input_pipeline.select_subset(labels, 1.0, seed=3), np.arange(158))
+  for bad in (0.0, 1.5):
+    with pytest.raises(ValueError, match='label_fraction'):
+      input_pipeline.select_subset(labels, bad, 0)
+
+
+def _subset_config(**overrides):
+  return _config(**{'mode': 'finetune', 'classifier.label_fraction': 0.25,
+                    **overrides})
+
+
+def test_subset_is_the_same_for_any_topology():
+  """Chosen from (labels, fraction, seed) alone; processes split it exactly.
+
+  Nothing in the choice sees the devices: 1 or 8 devices in one process
+  give the same subset and the same host batches (the per-process batch is
+  the global one). Several processes share it out disjointly.
+  """
+  indices, labels = input_pipeline.label_subset(_subset_config())
+  # 256 synthetic examples, labels i % 10: 26 of classes 0-5 (6.5 -> 7), 25
+  # of classes 6-9 (6.25 -> 6).
+  assert np.bincount(labels).tolist() == [7] * 6 + [6] * 4
+  np.testing.assert_array_equal(labels, indices % 10)
+  for count in (1, 2, 8):
+    shares = [input_pipeline.process_share(indices, p, count)
+              for p in range(count)]
+    np.testing.assert_array_equal(np.concatenate(shares), indices)
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+  assert input_pipeline.label_subset(_config()) is None  # fraction 1: all
+
+
+def _constant_images(num_train_examples, image_size, channels, seed,
+                     split='train'):
+  """Image i is the constant i: the index survives the synthetic views."""
+  del seed
+  n = synthetic.split_size(num_train_examples, split)
+  images = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None, None],
+                           (n, image_size, image_size, channels))
+  return images.copy(), np.arange(n, dtype=np.int32) % synthetic.NUM_CLASSES
+
+
+def _drawn(batch):
+  return np.round(batch['image'].mean(axis=(1, 2, 3))).astype(int)
+
+
+def test_in_memory_training_draws_only_the_subset(monkeypatch):
+  monkeypatch.setattr(synthetic, 'labelled_images', _constant_images)
+  config = _subset_config()
+  indices, _ = input_pipeline.label_subset(config)
+  it = input_pipeline.create_train_iterator(config, 16, views=1,
+                                            subset=indices)
+  batches = [next(it) for _ in range(3 * len(indices) // 16)]  # 3 epochs
+  drawn = np.concatenate([_drawn(b) for b in batches])
+  assert set(drawn) == set(indices.tolist())
+  # Each pass is a permutation: the first epoch shows every example once.
+  first = drawn[:len(indices) // 16 * 16]
+  assert len(set(first)) == len(first)
+  np.testing.assert_array_equal(
+      np.concatenate([b['label'] for b in batches]), drawn % 10)
+  # Resuming at batch 5 continues the same stream.
+  resumed = input_pipeline.create_train_iterator(config, 16, start_step=5,
+                                                 views=1, subset=indices)
+  np.testing.assert_array_equal(next(resumed)['image'], batches[5]['image'])
+
+
+def _fresh_backbone(config):
+  """The backbone parameters a new classifier of `config` draws from its seed."""
+  model = classify.Classifier(simsiam.create_model(config.model).backbone,
+                              synthetic.NUM_CLASSES, frozen=False)
+  x = jnp.zeros((2, config.data.image_size, config.data.image_size, 3))
+  with jax.threefry_partitionable(False):  # as train.init_replicated
+    fresh = jax.jit(model.init, static_argnames='train')(
+        jax.random.key(config.seed), x, train=False)
+  return jax.device_get(fresh['params']['backbone'])
+
+
+def test_scratch_subset_run_starts_fresh_and_resumes_bit_identically(
+    pretrain_dir, tmp_path):
+  """From scratch on a 25 % subset: fresh weights, the recorded subset, resume.
+
+  lr 0 keeps the parameters at their initial values, while BatchNorm
+  statistics and the momentum still follow every batch the run drew.
+  """
+  config = _subset_config(**{
+      'classifier.from_scratch': True, 'batch_size': 16, 'num_train_steps': 6,
+      'checkpoint_every_steps': 3, 'optim.base_lr': 0.0})
+  whole, broken = str(tmp_path / 'whole'), str(tmp_path / 'broken')
+  summary = classify.train_and_evaluate(config, whole)
+  assert summary['from_scratch'] and summary['pretrained'] == ''
+  # 66 examples make 4 steps of 16 an epoch.
+  assert summary['num_train_examples'] == 66 and summary['epochs'] == 1.5
+  with open(os.path.join(whole, classify.SUBSET_FILE)) as f:
+    record = json.load(f)
+  assert record['indices'] == input_pipeline.label_subset(config)[0].tolist()
+  assert record['class_counts'] == [7] * 6 + [6] * 4
+  # Random weights: those of a fresh init, none of the pretrained ones.
+  state = _saved_items(whole, 6)
+  params = state['params']['backbone']
+  jax.tree.map(np.testing.assert_array_equal, params, _fresh_backbone(config))
+  pre = _saved_items(pretrain_dir[0], 4)['params']['backbone']
+  assert all(jax.tree.leaves(jax.tree.map(
+      lambda a, b: not np.array_equal(a, b), params, pre)))
+  # Stopped after step 3, the rerun resumes there and ends where the
+  # unbroken run did, bit for bit: the same subset and batches.
+  shutil.copytree(whole, broken)
+  shutil.rmtree(os.path.join(broken, checkpointing.CHECKPOINT_DIR, '6'))
+  classify.train_and_evaluate(config, broken)
+  resumed = _saved_items(broken, 6)
+  for key in ('batch_stats', 'opt_state'):
+    jax.tree.map(np.testing.assert_array_equal, state[key], resumed[key])
+  # Resuming on other labels is refused.
+  other = config.copy_and_resolve_references()
+  other.classifier.label_seed = 1
+  with pytest.raises(ValueError, match='label_seed: checkpoint 0, this run 1'):
+    classify.train_and_evaluate(other, broken)
+
+
+def test_scratch_and_subset_settings_fail_clearly(pretrain_dir, tmp_path):
+  workdir, _ = pretrain_dir
+  scratch = {'classifier.from_scratch': True}
+  with pytest.raises(ValueError, match='drop one of the two'):
+    classify.train_and_evaluate(_subset_config(**scratch, **{
+        'pretrained.workdir': workdir}), str(tmp_path))
+  with pytest.raises(ValueError, match='mode=finetune'):
+    classify.train_and_evaluate(_subset_config(mode='linear', **scratch),
+                                str(tmp_path))
+  with pytest.raises(ValueError, match='augment_on=host'):
+    classify.train_and_evaluate(_subset_config(**scratch, **{
+        'data.augment_on': 'device'}), str(tmp_path))
+  with pytest.raises(ValueError, match='fewer than batch_size=128'):
+    classify.train_and_evaluate(_subset_config(batch_size=128, **scratch),
+                                str(tmp_path))

@@ -1,5 +1,6 @@
 """TFDS sources and the tf.data two-view pipeline on a small Fashion-MNIST-format set."""
 
+import json
 import os
 import time
 
@@ -10,6 +11,7 @@ tf = pytest.importorskip('tensorflow')
 
 from configs import fashion_mnist as fm_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from simsiam_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from simsiam_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests import fmnist_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -27,6 +29,8 @@ def small_fmnist(tmp_path_factory):
   dc.data_dir = str(root / 'tfds')
   dc.manual_dir = str(manual)
   dc.shuffle_buffer = 128
+  # The tf.data path with host augmentation, whatever the demo's default.
+  dc.augment_on, dc.resident = 'host', False
   builder = pipeline.get_builder(dc)
   return dc, builder
 
@@ -170,6 +174,102 @@ def test_pretraining_on_tfds_ends_with_knn(small_fmnist, tmp_path):
   assert abs(summary['knn_top1'] * N_TEST - round(summary['knn_top1'] * N_TEST)) < 1e-6
   # The best-by-kNN checkpoint is kept apart from the latest ones.
   assert os.listdir(tmp_path / 'checkpoint_best') == ['3']
+
+
+N_CONST = 100
+
+
+@pytest.fixture(scope='module')
+def constant_fmnist(tmp_path_factory):
+  """A data config whose train image i is the constant i (labels i % 10).
+
+  The value survives crops, flips and resizes, so it names the example
+  behind every augmented view; augmentations that change values are off.
+  """
+  root = tmp_path_factory.mktemp('fmnist_const')
+  manual = root / 'manual'
+  manual.mkdir()
+  for split, n in (('train', N_CONST), ('test', 20)):
+    images = np.broadcast_to(np.arange(n)[:, None, None], (n, 28, 28))
+    fmnist_files.write_split(manual, split, images, np.arange(n) % 10)
+  dc = fm_config.get_config().data
+  dc.data_dir = str(root / 'tfds')
+  dc.manual_dir = str(manual)
+  dc.shuffle_buffer = 128
+  dc.augment_on, dc.resident = 'host', False
+  dc.aug.jitter_prob = dc.aug.grayscale_prob = dc.aug.blur_prob = 0.0
+  dc.aug.mean, dc.aug.std = (0.0,) * 3, (1 / 255,) * 3  # pixel values back
+  return dc, pipeline.get_builder(dc)
+
+
+def _example_ids(batch):
+  return np.round(batch['image'].mean(axis=(1, 2, 3))).astype(int)
+
+
+def _ids_by_index(builder):
+  """Example id of each train example index (the unshuffled read order)."""
+  ds = pipeline._in_index_order(builder, 'train', None)  # pylint: disable=protected-access
+  return np.array([int(ex['image'][0, 0, 0]) for ex in pipeline.as_numpy(ds)])
+
+
+def test_split_labels_are_in_example_index_order(constant_fmnist):
+  _, builder = constant_fmnist
+  labels = pipeline.split_labels(builder, 'train')
+  ids = _ids_by_index(builder)
+  assert sorted(ids) == list(range(N_CONST))
+  np.testing.assert_array_equal(labels, ids % 10)
+
+
+def _subset_stream(dc, builder, indices, n, process_index=0, process_count=1,
+                   start_step=0, batch=8, seed=0):
+  share = input_pipeline.process_share(indices, process_index, process_count)
+  it = pipeline.as_numpy(pipeline.train_dataset(
+      dc, builder, seed, batch, process_index, process_count, start_step,
+      views=1, indices=share))
+  return [next(it) for _ in range(n)]
+
+
+def test_tfds_training_draws_only_the_subset(constant_fmnist):
+  dc, builder = constant_fmnist
+  labels = pipeline.split_labels(builder, 'train')
+  indices = input_pipeline.select_subset(labels, 0.2, seed=0)
+  assert len(indices) == 20 and np.bincount(labels[indices]).tolist() == [2] * 10
+  want = set(_ids_by_index(builder)[indices].tolist())
+  batches = _subset_stream(dc, builder, indices, n=3 * 20 // 8)  # 3 epochs
+  drawn = np.concatenate([_example_ids(b) for b in batches])
+  assert set(drawn.tolist()) == want
+  np.testing.assert_array_equal(np.concatenate([b['label'] for b in batches]),
+                                drawn % 10)
+  # Two processes: disjoint shares of the same subset, covering it.
+  seen = [set(np.concatenate([_example_ids(b) for b in _subset_stream(
+      dc, builder, indices, n=6, process_index=p, process_count=2,
+      batch=4)]).tolist()) for p in range(2)]
+  assert not seen[0] & seen[1] and seen[0] | seen[1] == want
+  # A resume at step 4 continues the same stream.
+  resumed = _subset_stream(dc, builder, indices, n=1, start_step=4)
+  np.testing.assert_array_equal(resumed[0]['image'], batches[4]['image'])
+
+
+def test_scratch_finetuning_on_a_tfds_label_subset(constant_fmnist, tmp_path):
+  """classify on the tf.data path: trains on the recorded 20 % subset."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import classify  # pylint: disable=g-import-not-at-top
+  dc, builder = constant_fmnist
+  config = tiny.get_config()
+  with config.unlocked():
+    config.data = dc.copy_and_resolve_references()
+  config.update_from_flattened_dict({
+      'mode': 'finetune', 'data.image_size': 16, 'batch_size': 16,
+      'num_train_steps': 2, 'knn.batch_size': 16,
+      'classifier.from_scratch': True, 'classifier.label_fraction': 0.2})
+  summary = classify.train_and_evaluate(config, str(tmp_path))
+  assert summary['num_train_examples'] == 20 and summary['step'] == 2
+  assert 0.0 <= summary['finetune_top1'] <= 1.0
+  with open(tmp_path / classify.SUBSET_FILE) as f:
+    record = json.load(f)
+  labels = pipeline.split_labels(builder, 'train')
+  assert record['indices'] == input_pipeline.select_subset(
+      labels, 0.2, 0).tolist()
 
 
 def _jpeg(h=375, w=500):

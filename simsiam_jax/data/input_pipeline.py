@@ -44,27 +44,120 @@ def num_classes(config: ml_collections.ConfigDict) -> int:
   return _pipeline().get_builder(dc).info.features['label'].num_classes
 
 
+def train_labels(config: ml_collections.ConfigDict) -> np.ndarray:
+  """Labels [N] of the train split by example index: what a subset indexes."""
+  dc = config.data
+  if dc.dataset == 'synthetic':
+    return synthetic.labelled_images(dc.synthetic_num_examples, dc.image_size,
+                                     dc.channels, config.seed)[1]
+  pipeline = _pipeline()
+  return pipeline.split_labels(pipeline.get_builder(dc), dc.train_split)
+
+
+def select_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+  """Sorted example indices of a class-balanced subset of `labels` [N].
+
+  Each class keeps round(fraction * its size) examples (halves round up), at
+  least one, drawn without replacement by NumPy from `seed` alone: the same
+  labels, fraction and seed give the same subset on any topology.
+  """
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f'classifier.label_fraction must be in (0, 1], got '
+                     f'{fraction}.')
+  labels = np.asarray(labels)
+  rng = np.random.default_rng(seed)
+  picked = []
+  for c in np.unique(labels):  # sorted, so the draws do not depend on order
+    members = np.flatnonzero(labels == c)
+    k = max(1, int(np.floor(fraction * len(members) + 0.5)))
+    picked.append(rng.choice(members, size=min(k, len(members)),
+                             replace=False))
+  return np.sort(np.concatenate(picked))
+
+
+def label_subset(config: ml_collections.ConfigDict):
+  """The labelled subset the classifier trains on, or None for the whole split.
+
+  Returns:
+    None when `config.classifier.label_fraction` is 1; else (indices [n] into
+    the train split, sorted; their labels [n]).
+  """
+  cc = config.classifier
+  if cc.label_fraction == 1.0:
+    return None
+  labels = train_labels(config)
+  indices = select_subset(labels, cc.label_fraction, cc.label_seed)
+  return indices, labels[indices]
+
+
+def process_share(indices: np.ndarray, process_index: int,
+                  process_count: int) -> np.ndarray:
+  """This process's part of a subset's indices: near-equal, disjoint, covering."""
+  return np.array_split(np.asarray(indices), process_count)[process_index]
+
+
 def create_train_iterator(config: ml_collections.ConfigDict,
                           local_batch_size: int, start_step: int = 0,
-                          views: int = 2) -> Iterator[dict]:
+                          views: int = 2,
+                          subset: np.ndarray | None = None) -> Iterator[dict]:
   """Per-process batch iterator, starting at batch `start_step`.
 
   Batches are {'view1', 'view2': [b, H, W, C] float32, 'label': [b]} (or
   {'image', 'label'} with `views=1`) with b the per-process batch; batch
   `start_step` comes first.
+
+  Args:
+    subset: None, or indices into the train split (`label_subset`), the same
+      on every process: only those examples are drawn, each process from its
+      `process_share`.
   """
   dc = config.data
+  pi, pc = jax.process_index(), jax.process_count()
+  share = None if subset is None else process_share(subset, pi, pc)
   if dc.dataset == 'synthetic':
-    return synthetic.train_batches(
-        dc.synthetic_num_examples, dc.image_size, dc.channels,
-        local_batch_size, seed=config.seed,
-        process_index=jax.process_index(), start_step=start_step, views=views)
+    if share is None:
+      return synthetic.train_batches(
+          dc.synthetic_num_examples, dc.image_size, dc.channels,
+          local_batch_size, seed=config.seed, process_index=pi,
+          start_step=start_step, views=views)
+    images, labels = synthetic.labelled_images(
+        dc.synthetic_num_examples, dc.image_size, dc.channels, config.seed)
+    return subset_batches(images, labels, share, local_batch_size,
+                          config.seed, pi, start_step, views)
   pipeline = _pipeline()
   builder = pipeline.get_builder(dc)
   ds = pipeline.train_dataset(dc, builder, config.seed, local_batch_size,
-                              jax.process_index(), jax.process_count(),
-                              start_step, views=views)
+                              pi, pc, start_step, views=views, indices=share)
   return pipeline.as_numpy(ds)
+
+
+def subset_batches(images: np.ndarray, labels: np.ndarray, share: np.ndarray,
+                   local_batch_size: int, seed: int, process_index: int,
+                   start_step: int = 0, views: int = 2) -> Iterator[dict]:
+  """Endless batches of in-memory examples `share`, each pass in a new order.
+
+  The examples are a stream of permutations of `share`, one per pass, drawn
+  from (seed, process, pass); batch `step` is its slice [step * b, (step +
+  1) * b) with the views of the synthetic source, drawn from (seed, process,
+  step). So a run restarts at any step.
+  """
+  n = len(share)
+  step = start_step
+  while True:
+    position = step * local_batch_size + np.arange(local_batch_size)
+    passes, offsets = np.divmod(position, n)
+    idx = np.empty(local_batch_size, np.int64)
+    for p in np.unique(passes):
+      order = np.random.default_rng((seed, process_index, int(p), 1))
+      idx[passes == p] = order.permutation(share)[offsets[passes == p]]
+    rng = np.random.default_rng((seed, process_index, step))
+    batch = images[idx]
+    # pylint: disable-next=protected-access
+    out = {name: synthetic._view(batch, rng)
+           for name in (('view1', 'view2') if views == 2 else ('image',))}
+    out['label'] = labels[idx]
+    yield out
+    step += 1
 
 
 def eval_batches(config: ml_collections.ConfigDict, split: str,

@@ -3,7 +3,8 @@
 The only module that imports TensorFlow for training; the trainer imports it
 only for TFDS datasets. Train batches are {'view1', 'view2': [b, S, S, 3]
 float32 normalised, 'label': [b]} with b the per-process batch; evaluation
-batches are {'image', 'label', 'mask'}.
+batches are {'image', 'label', 'mask'}. Training can be restricted to a
+subset of the split named by example index (the classifier's label fraction).
 """
 
 import os
@@ -11,6 +12,7 @@ import socket
 
 from absl import logging
 import ml_collections
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -120,10 +122,50 @@ def _crop_train(example, seed, builder, dc):
                                      aug.crop_ratio)
 
 
+def _in_index_order(builder, split: str, decoders) -> tf.data.Dataset:
+  """`split` in the one fixed order that defines example indices (files unshuffled)."""
+  return builder.as_dataset(split=split, shuffle_files=False,
+                            decoders=decoders,
+                            read_config=tfds.ReadConfig(skip_prefetch=True))
+
+
+def split_labels(builder, split: str) -> np.ndarray:
+  """Labels [N] of `split` by example index: the order of an unshuffled read.
+
+  Only the label feature is decoded; the records are still read once (for
+  ImageNet, one pass over the split's files).
+  """
+  ds = _in_index_order(builder, split,
+                       tfds.decode.PartialDecoding({'label': True}))
+  ds = ds.map(lambda ex: ex['label']).batch(65536)
+  parts = list(tfds.as_numpy(ds))
+  return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _subset_source(dc, builder, indices: np.ndarray) -> tf.data.Dataset:
+  """The examples of the train split whose index is in `indices`, in index order.
+
+  Indices count examples in the order `split_labels` reads them (files
+  unshuffled), so the subset is the same whatever reads it.
+  """
+  n = num_examples(builder, dc.train_split)
+  indices = np.asarray(indices, np.int64)
+  if not indices.size or indices.min() < 0 or indices.max() >= n:
+    raise ValueError(f'A train subset needs indices in 0..{n - 1} (split '
+                     f'{dc.train_split!r}); got {indices.size} indices.')
+  keep = np.zeros(n, bool)
+  keep[indices] = True
+  keep = tf.constant(keep)
+  ds = _in_index_order(builder, dc.train_split, _decoders(dc))
+  ds = ds.enumerate().filter(lambda i, _: tf.gather(keep, i))
+  return ds.map(lambda _, example: example)
+
+
 def train_dataset(dc: ml_collections.ConfigDict, builder, seed: int,
                   local_batch_size: int, process_index: int,
                   process_count: int, start_step: int = 0,
-                  views: int = 2) -> tf.data.Dataset:
+                  views: int = 2,
+                  indices: np.ndarray | None = None) -> tf.data.Dataset:
   """Endless per-process batches of two augmented views (or one: `views=1`).
 
   Two views: {'view1', 'view2', 'label'}; one view (linear probe,
@@ -131,12 +173,27 @@ def train_dataset(dc: ml_collections.ConfigDict, builder, seed: int,
 
   Deterministic: the views of the n-th example of process p are a function
   of (seed, p, n) only, so a run restarts at `start_step` by skipping.
+
+  Args:
+    indices: None: the whole split, shared between processes by
+      `tfds.split_for_jax_process`. Otherwise THIS process's examples, as
+      indices into the train split (`split_labels`' order): the caller
+      selects a subset and shares it out. Every epoch then filters the split
+      down to them, so set `dc.cache` (the subset is then read once).
   """
-  split = tfds.split_for_jax_process(dc.train_split, process_index=process_index,
-                                     process_count=process_count)
-  read_config = tfds.ReadConfig(shuffle_seed=seed, skip_prefetch=True)
-  ds = builder.as_dataset(split=split, shuffle_files=True,
-                          decoders=_decoders(dc), read_config=read_config)
+  if indices is None:
+    split = tfds.split_for_jax_process(
+        dc.train_split, process_index=process_index,
+        process_count=process_count)
+    read_config = tfds.ReadConfig(shuffle_seed=seed, skip_prefetch=True)
+    ds = builder.as_dataset(split=split, shuffle_files=True,
+                            decoders=_decoders(dc), read_config=read_config)
+  else:
+    ds = _subset_source(dc, builder, indices)
+    if not dc.cache:
+      logging.warning('Training on %d examples of %s without data.cache: '
+                      'every epoch reads the whole split to find them.',
+                      len(indices), dc.train_split)
   if dc.cache:
     ds = ds.cache()
   ds = ds.repeat()
