@@ -20,6 +20,10 @@ def get_config(variant: str = 'cpu'):
       fashion_mnist.get_config(variant), batch_size=256,
       base_lr=3.0 if variant == 'cpu' else 30.0,
       num_epochs=10.0 if variant == 'cpu' else 100.0)
+  # The classifier's training data come through the host pipeline
+  # (tf.data augmentation), not the resident set pretraining uses.
+  c.data.resident = False
+  c.data.augment_on = 'host'
   c.log_every_steps = 50
   c.checkpoint_every_steps = 1000
   return c
