@@ -1,123 +1,100 @@
-"""Steady-state SimSiam train-step throughput (images/s) on synthetic batches.
+"""Our SimSiam train step vs PyTorch's same step, interleaved in one command.
 
-Compiles the real sharded train step of a config, runs warm-up steps, then
-times `--steps` steps over every local device. No input pipeline: this
-measures the model, loss and optimiser only. Also reports the step's FLOPs
-from XLA's cost analysis (per image, next to the analytic count in
-REFERENCE.md: 49 GFLOP for ResNet-50 at 224, 6.8 for the ResNet-18 cifar
-variant at 32), the achieved TFLOP/s, MFU against `--peak_tflops`, and the
-peak device memory where the backend reports it.
+Candidates, timed in rounds A B C A B C ... (see benchmarks/step_compare.py):
+the real sharded train step of the config (`train.make_train_step`, on
+synthetic batches, no input pipeline), once per `--jax_variants` entry; the
+same network in PyTorch, eager with channels_last (autocast for bf16), and
+with `--torch_compile` also torch.compile, in one long-lived worker process
+(`--torch_python`, which may be another virtual environment). The PyTorch
+network is built from the config's own widths (depth, width, stage_sizes,
+stem, cifar_stem_stride, projector and predictor widths).
 
-  PYTHONPATH=. .venv/bin/python benchmarks/train_step.py --config=configs/cifar10.py \
-      --config.batch_size=128 --steps=10 [--peak_tflops=989] \
-      [--torch_python=.venv-torch/bin/python --torch_compile]
+Per candidate: first step (compilation), min and median step time over the
+rounds, images/s, process CPU seconds per wall second, XLA's FLOPs per image
+(the same network's count is used for the PyTorch rows), TFLOP/s, MFU
+against `--peak_tflops` (default: from the device kind, H100/H200), peak
+memory (PyTorch: allocated; JAX: XLA's buffers of the step), and per JAX
+variant the per-round step-time ratio JAX / PyTorch (min and median).
+Markdown table on stdout (appended to `--output` if given), JSON lines too.
 
-With --torch_python, the same step in PyTorch (benchmarks/torch_simsiam_step.py:
-the official model, channels_last, autocast for bf16; `--torch_compile` adds
-a torch.compile row) runs next, in that interpreter, with the same model,
-image size, batch and dtype, and its rows are printed beside ours.
+  PYTHONPATH=. .venv/bin/python benchmarks/train_step.py --config=configs/cifar10.py \\
+      --config.batch_size=128 --rounds=5 --steps=3 [--torch_compile] \\
+      [--jax_variants=model.conv_impl=xla,model.conv_impl=auto] \\
+      [--torch_python=.venv-torch/bin/python] [--output=cpu_steps.md]
+
+A variant is '+'-joined FIELD=VALUE overrides of the config
+('model.conv_impl=xla+model.dtype=bfloat16'); values take the field's type.
 """
 
-import json
 import os
-import subprocess
-import time
+import sys
 
-from absl import app
-from absl import flags
-import jax
-from ml_collections import config_flags
-import numpy as np
+# JAX must not take 75 % of the GPU up front: the PyTorch worker shares it.
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
-from simsiam_jax import optim
-from simsiam_jax import parallel
-from simsiam_jax import train
-from simsiam_jax.models import simsiam
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from benchmarks import step_compare  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import step_report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 config_flags.DEFINE_config_file('config', 'configs/cifar10.py', 'Config file.')
-flags.DEFINE_integer('steps', 10, 'Timed steps.')
-flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
-flags.DEFINE_float('peak_tflops', 0.0, 'Peak dense TFLOP/s of all devices '
-                   'together for the dtype (H100 SXM bf16: 989); 0: no MFU.')
-flags.DEFINE_string('torch_python', '', 'Python with torch + torchvision: '
-                    'also time the PyTorch step.')
-flags.DEFINE_bool('torch_compile', False, 'Add a torch.compile row.')
+flags.DEFINE_integer('rounds', 5, 'Interleaved rounds.')
+flags.DEFINE_integer('steps', 3, 'Timed steps per candidate per round.')
+flags.DEFINE_integer('warmup', 1, 'Untimed steps after the first one.')
+flags.DEFINE_string('jax_variants', '', 'Comma-separated config overrides, '
+                    "one JAX candidate each ('a.b=v+c.d=w'; commas inside "
+                    'brackets stay); empty: the config as it is.')
+flags.DEFINE_string('torch_python', 'auto', "Interpreter with torch: 'auto' "
+                    "(this one, if it has torch), a path, or 'none'.")
+flags.DEFINE_bool('torch_compile', False, 'Add a torch.compile candidate.')
+flags.DEFINE_float('peak_tflops', 0.0, 'Peak dense TFLOP/s of one device for '
+                   'MFU; 0: from the device kind (H100 SXM: bf16 989, TF32 '
+                   '495), none on a CPU.')
+flags.DEFINE_string('output', '', 'Also append the Markdown table here.')
 FLAGS = flags.FLAGS
 
 
-def torch_rows(config):
-  """The PyTorch step's JSON rows (eager, and compiled if asked)."""
-  script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                        'torch_simsiam_step.py')
-  args = [FLAGS.torch_python, script, f'--depth={config.model.depth}',
-          f'--stem={config.model.stem}',
-          f'--proj_layers={config.model.proj_layers}',
-          f'--image_size={config.data.image_size}',
-          f'--batch_size={config.batch_size}', f'--dtype={config.model.dtype}',
-          f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}']
-  rows = []
-  for extra in ([], ['--compile']) if FLAGS.torch_compile else ([],):
-    out = subprocess.run(args + extra, capture_output=True, text=True)
-    lines = [l for l in out.stdout.splitlines() if l.startswith('{')]
-    rows.append(lines[-1] if lines else json.dumps(
-        {'framework': 'pytorch', 'error': out.stderr[-1000:]}))
-  return rows
+def resolve_torch_python(value: str) -> str:
+  if value == 'auto':
+    try:
+      import torch  # pylint: disable=g-import-not-at-top,import-outside-toplevel,unused-import
+      return sys.executable
+    except ImportError:
+      return ''
+  return '' if value in ('', 'none') else value
 
 
-def main(_):
+def main(argv):
+  del argv
   config = FLAGS.config
-  mesh = parallel.create_mesh()
-  parallel.check_batch_size(config.batch_size, mesh)
-  model = simsiam.create_model(config.model)
-  tx, schedule = optim.create_optimizer(config, 100, 10_000)
-  size = config.data.image_size
-  shape = (size, size, config.data.channels)
-  state = train.create_train_state(model, tx, jax.random.key(0), shape, mesh)
-  step = train.make_train_step(config, mesh, schedule)
-  rng = np.random.default_rng(0)
-  local = config.batch_size // jax.process_count()
-  batches = [parallel.host_to_global(
-      {v: rng.standard_normal((local, *shape), np.float32)
-       for v in ('view1', 'view2')}, mesh) for _ in range(2)]
-  t = time.perf_counter()
-  cost = step.lower(state, batches[0]).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get('flops', 0.0)) if cost else 0.0
-  state, metrics = step(state, batches[0])
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - t
-  for i in range(FLAGS.warmup):
-    state, metrics = step(state, batches[i % 2])
-  jax.block_until_ready(metrics)
-  t = time.perf_counter()
-  for i in range(FLAGS.steps):
-    state, metrics = step(state, batches[i % 2])
-  jax.block_until_ready(metrics)
-  dt = (time.perf_counter() - t) / FLAGS.steps
-  # On one device XLA counts the whole step; sharded, each device's part.
-  step_flops = flops * (mesh.devices.size if mesh.devices.size > 1 else 1)
-  stats = jax.devices()[0].memory_stats() or {}
-  extra = {
-      'xla_gflop_per_image': round(step_flops / config.batch_size / 1e9, 2),
-      'achieved_tflops': round(step_flops / dt / 1e12, 3),
-      'peak_memory_gib': (round(stats['peak_bytes_in_use'] / 2**30, 2)
-                          if 'peak_bytes_in_use' in stats else None),
-  }
-  if FLAGS.peak_tflops:
-    extra['mfu'] = round(extra['achieved_tflops'] / FLAGS.peak_tflops, 4)
-  print(json.dumps({
-      'framework': f'simsiam_jax (jax {jax.__version__})',
-      'device': f'{jax.device_count()}x {jax.devices()[0].device_kind}',
-      'depth': config.model.depth, 'stem': config.model.stem,
-      'image_size': size, 'batch_size': config.batch_size,
-      'dtype': config.model.dtype, 'first_step_s': round(compile_s, 1),
-      'step_ms': round(1000 * dt, 1),
-      'images_per_sec': round(config.batch_size / dt, 1), **extra}),
-        flush=True)
-  if FLAGS.torch_python:
-    del state, batches  # free the memory for PyTorch
-    for row in torch_rows(config):
-      print(row, flush=True)
+  variants = step_compare.split_top_level(FLAGS.jax_variants) or ['']
+  for v in variants:  # fail on a misspelt override before compiling anything
+    step_compare.with_overrides(config, v)
+  rows = step_compare.compare(
+      config, jax_variants=variants,
+      torch_python=resolve_torch_python(FLAGS.torch_python),
+      torch_compile=FLAGS.torch_compile, rounds=FLAGS.rounds,
+      steps=FLAGS.steps, warmup=FLAGS.warmup,
+      peak=FLAGS.peak_tflops or None,
+      log=lambda s: print(s, file=sys.stderr, flush=True))
+  name = os.path.splitext(os.path.basename(
+      config_flags.get_config_filename(FLAGS['config'])))[0]
+  bench = (f'{name} {config.data.image_size} px, batch {config.batch_size}, '
+           f'{config.model.dtype}')
+  for row in rows:
+    print(step_report.json_line({'benchmark': bench, **row}), flush=True)
+  notes = [f'{FLAGS.rounds} rounds x {FLAGS.steps} steps after '
+           f'{FLAGS.warmup} warm-up step(s); PyTorch rows use XLA\'s FLOP '
+           'count of the same network']
+  table = (step_report.header(step_report.describe_config(config), rows,
+                               notes) + '\n' + step_report.table_head() +
+           step_report.table_rows(bench, rows))
+  print(table)
+  if FLAGS.output:
+    with open(FLAGS.output, 'a') as f:
+      f.write(table + '\n')
 
 
 if __name__ == '__main__':
