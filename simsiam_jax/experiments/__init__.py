@@ -1,0 +1,1 @@
+"""Experiments made of several runs of `simsiam_jax.main` (ablations.py)."""
