@@ -83,3 +83,16 @@ def test_permuted_index_is_a_permutation(n):
     # Any slice of it (a step's batch) is drawn independently of the rest.
     np.testing.assert_array_equal(
         resident.permuted_index(jnp.arange(100, 356), n, key), perm[100:356])
+
+
+def test_resident_eval_images_are_normalised_on_device():
+  from simsiam_jax.data import device_augment  # pylint: disable=g-import-not-at-top
+  aug = tiny.get_config().data.aug
+  grey = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 1), np.uint8)
+  got = np.asarray(device_augment.network_input(jnp.asarray(grey), aug))
+  want = ((np.repeat(grey, 3, -1) / np.float32(255) - np.float32(aug.mean)) /
+          np.float32(aug.std))
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  floats = jnp.asarray(want)  # host-pipeline batches are already normalised
+  np.testing.assert_array_equal(device_augment.network_input(floats, aug),
+                                floats)

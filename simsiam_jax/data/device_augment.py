@@ -231,3 +231,15 @@ def augment_batch(images, key, aug: ml_collections.ConfigDict,
     return augment_view(image, ka, aug)
 
   return jax.vmap(one)(images, keys)
+
+
+def network_input(images, aug: ml_collections.ConfigDict):
+  """Evaluation images as the network takes them; in jit.
+
+  uint8 pixels (resident data sets ship them so) are scaled, repeated to the
+  channels of `aug.mean` and normalised; float images come from the host
+  pipeline already normalised and pass unchanged.
+  """
+  if images.dtype != jnp.uint8:
+    return images
+  return normalize(to_float(images), aug.mean, aug.std)

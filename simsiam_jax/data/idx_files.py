@@ -1,5 +1,6 @@
 """Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist), read without TensorFlow."""
 
+import functools
 import gzip
 import os
 
@@ -32,7 +33,12 @@ def missing_files(directory: str) -> list[str]:
           if not os.path.exists(os.path.join(directory, f))]
 
 
+@functools.lru_cache(maxsize=4)
 def read_split(directory: str, split: str):
-  """(images [N, 28, 28, 1] uint8, labels [N] int32) of 'train' or 'test'."""
+  """(images [N, 28, 28, 1] uint8, labels [N] int32) of 'train' or 'test'.
+
+  Read once per process (every kNN evaluation reads both splits again);
+  the arrays are read-only.
+  """
   images, labels = (read_idx(os.path.join(directory, f)) for f in FILES[split])
   return images[..., None], labels.astype(np.int32)

@@ -180,10 +180,9 @@ def eval_batches(config: ml_collections.ConfigDict, split: str,
     if images.shape[1] != dc.image_size:
       raise ValueError(f'data.resident evaluates {images.shape[1]} px images '
                        f'as they are; set data.image_size={images.shape[1]}.')
-    images = images.astype(np.float32) / 255.0
-    if images.shape[-1] == 1:
-      images = np.repeat(images, 3, axis=-1)
-    images = (images - np.float32(dc.aug.mean)) / np.float32(dc.aug.std)
+    # uint8 as stored (a quarter of float32's bytes, one channel for grey):
+    # the evaluation's jitted function normalises them on the device
+    # (device_augment.network_input).
     yield from padded_batches(images, labels, local_batch_size, pi, pc)
     return
   pipeline = _pipeline()

@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from simsiam_jax import parallel
+from simsiam_jax.data import device_augment
 from simsiam_jax.data import input_pipeline
 from simsiam_jax.evaluation import knn
 
@@ -37,19 +38,22 @@ _BASELINE_FORMATS = {
     'knn_random_init': 'random init {:.2f}% (BN batch statistics)'}
 
 
-def _inference_features(model, variables, x):
+def _inference_features(model, aug, variables, x):
+  x = device_augment.network_input(x, aug)
   return model.apply(variables, x, train=False, method='features')
 
 
-def _batch_stats_features(model, variables, x):
+def _batch_stats_features(model, aug, variables, x):
   """BN normalises by this batch's statistics; updated averages are dropped."""
+  x = device_augment.network_input(x, aug)
   features, _ = model.apply(variables, x, train=True, method='features',
                             mutable=['batch_stats'])
   return features
 
 
-def _pixels(variables, x):
+def _pixels(aug, variables, x):
   del variables
+  x = device_augment.network_input(x, aug)
   return x.reshape(x.shape[0], -1)
 
 
@@ -83,12 +87,14 @@ class KnnMonitor:
     shardings = dict(
         in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
         out_shardings=parallel.data_sharded(mesh))
+    aug = config.data.aug
     self._extract = {
-        'inference': jax.jit(functools.partial(_inference_features, model),
-                             **shardings),
+        'inference': jax.jit(
+            functools.partial(_inference_features, model, aug), **shardings),
         'batch_stats': jax.jit(
-            functools.partial(_batch_stats_features, model), **shardings),
-        'pixels': jax.jit(_pixels, **shardings)}
+            functools.partial(_batch_stats_features, model, aug),
+            **shardings),
+        'pixels': jax.jit(functools.partial(_pixels, aug), **shardings)}
     self._concat = jax.jit(jnp.concatenate,
                            out_shardings=parallel.data_sharded(mesh))
     self._memo = {}  # cache key digest -> top-1, for this monitor's life
