@@ -187,9 +187,9 @@ class Progress:
     self.first_step_s = now - self.t_start
     self._mark = (step, now)
 
-  def pause_done(self):
-    """Restarts the throughput window after an evaluation."""
-    self._mark = (self._mark[0], time.perf_counter())
+  def pause_done(self, step: int):
+    """Restarts the throughput window after an evaluation at `step`."""
+    self._mark = (step, time.perf_counter())
 
   def rate(self, step: int) -> dict:
     """Throughput since the last call; resets the window."""
@@ -285,7 +285,7 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
             'same command to resume.')
       if (at_epoch_end and not done and (step + 1) % steps_per_epoch == 0 and
           at_epoch_end(step + 1, (step + 1) // steps_per_epoch, state)):
-        progress.pause_done()
+        progress.pause_done(step + 1)
   finally:
     watcher.close()
     ckpt.wait()

@@ -182,3 +182,14 @@ def test_distributed_start_up_is_detected(monkeypatch, env, expected):
                       lambda *args: calls.append(args))
   parallel.initialize_distributed()
   assert calls == ([] if expected is None else [expected])
+
+
+def test_progress_rate_excludes_the_steps_before_an_evaluation(monkeypatch):
+  clock = iter([0.0, 10.0, 20.0, 50.0, 60.0])  # start, step 1, 20, eval end, 40
+  monkeypatch.setattr(train.time, 'perf_counter', lambda: next(clock))
+  progress = train.Progress(num_train_steps=100, global_batch_size=10)
+  progress.first_step_done(1)          # t = 10
+  assert progress.rate(20)['steps_per_sec'] == pytest.approx(19 / 10)
+  progress.pause_done(20)              # evaluation from t = 20 to 50
+  # Steps 21-40 ran in the 10 s after the evaluation: 2 steps/s, 20 img/s.
+  assert progress.rate(40)['images_per_sec'] == pytest.approx(20.0)
