@@ -26,12 +26,20 @@ from simsiam_jax import parallel
 from simsiam_jax import train
 from simsiam_jax.models import simsiam
 
-flags.DEFINE_string('workdir', None, 'Workdir of a pretraining run.')
-flags.DEFINE_string('out', None, 'Output file (torch.save).')
-flags.DEFINE_enum('layout', 'torchvision', ['torchvision', 'simsiam'],
-                  'Key layout of the written state_dict.')
-flags.mark_flags_as_required(['workdir', 'out'])
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defines the CLI's flags, only when run as a program.
+
+  So `load_backbone` can be imported beside `simsiam_jax.main`, which owns
+  --workdir.
+  """
+  flags.DEFINE_string('workdir', None, 'Workdir of a pretraining run.')
+  flags.DEFINE_string('out', None, 'Output file (torch.save).')
+  flags.DEFINE_enum('layout', 'torchvision', ['torchvision', 'simsiam'],
+                    'Key layout of the written state_dict.')
+  flags.mark_flags_as_required(['workdir', 'out'])
 
 
 def load_backbone(workdir: str):
@@ -72,4 +80,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

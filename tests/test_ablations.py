@@ -131,15 +131,17 @@ def test_plan_shares_the_baseline_and_scales_batch_rows():
     config.batch_size = batch
     _, schedule = optim.create_optimizer(config, 60000 // batch,
                                          3 * 60000 // batch)
-    assert float(schedule(0)) == pytest.approx(0.3 * batch / 256)
+    assert float(schedule(0)) == pytest.approx(
+        config.optim.base_lr * batch / 256)
     assert plan.runs[name]['batch_size'] == batch
 
   pretrain, probe = ablations.commands(plan, '/out', 'batch_64')
   assert pretrain[1:4] == ['-m', 'simsiam_jax.main',
                            f'--config={REPO_ROOT}/configs/fashion_mnist.py']
+  # The demo's config already runs the kNN monitor every epoch.
   assert pretrain[4:] == [
-      '--workdir=/out/runs/batch_64', '--config.knn.every_epochs=1',
-      '--config.batch_size=64', '--config.log_every_steps=80']
+      '--workdir=/out/runs/batch_64', '--config.batch_size=64',
+      '--config.log_every_steps=80']
   assert probe[4:] == ['--workdir=/out/probes/batch_64',
                        '--config.mode=fast_probe',
                        '--config.pretrained.workdir=/out/runs/batch_64']
