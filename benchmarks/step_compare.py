@@ -280,8 +280,11 @@ def summarise(candidates, results: dict, batch_size: int, step_flops: float,
               peaks: dict) -> list[dict]:
   """One row per candidate: min/median step time, images/s, ratios, FLOP rates.
 
-  `peaks` maps a candidate's name to the peak TFLOP/s of all devices for its
-  dtype (None: no MFU).
+  `batch_size` and `step_flops` are the base config's; a JAX candidate that
+  overrides the batch or the network has its own (`config.batch_size`,
+  `step_flops`), so its images/s and FLOP rates are its own. `peaks` maps a
+  candidate's name to the peak TFLOP/s of all devices for its dtype (None:
+  no MFU).
   """
   jax_names = [c.name for c in candidates if isinstance(c, JaxCandidate)]
   torch_names = [c.name for c in candidates if isinstance(c, TorchCandidate)]
@@ -291,21 +294,26 @@ def summarise(candidates, results: dict, batch_size: int, step_flops: float,
     row = {'candidate': c.name, 'framework': c.framework, 'error': res['error'],
            **{k: v for k, v in res['info'].items() if k != 'framework'}}
     steps = [r['step_s'] for r in res['rounds']]
+    own_config = getattr(c, 'config', None)
+    batch = own_config.batch_size if own_config is not None else batch_size
+    flops = getattr(c, 'step_flops', 0.0) or step_flops
+    if batch != batch_size:
+      row['batch_size'] = batch
     if steps:
       med = statistics.median(steps)
       row.update(
           rounds=len(steps), step_ms_min=1000 * min(steps),
-          step_ms_median=1000 * med, images_per_sec_median=batch_size / med,
-          images_per_sec_max=batch_size / min(steps),
+          step_ms_median=1000 * med, images_per_sec_median=batch / med,
+          images_per_sec_max=batch / min(steps),
           cpu_per_wall_median=statistics.median(
               r['cpu_s'] / r['wall_s'] for r in res['rounds']))
       for key in ('peak_memory_gib', 'process_peak_memory_gib'):
         mems = [r[key] for r in res['rounds'] if r.get(key) is not None]
         if mems:
           row[key] = max(mems)
-      if step_flops:
-        row['xla_gflop_per_image'] = step_flops / batch_size / 1e9
-        row['tflops_median'] = step_flops / med / 1e12
+      if flops:
+        row['xla_gflop_per_image'] = flops / batch / 1e9
+        row['tflops_median'] = flops / med / 1e12
         if peaks.get(c.name):
           row['mfu_median'] = row['tflops_median'] / peaks[c.name]
     if c.name in jax_names:
@@ -352,8 +360,10 @@ def compare(config: ml_collections.ConfigDict, *, jax_variants=('',),
         candidates.append(TorchCandidate('torch_compile', worker, spec, True,
                                          error))
     results = interleave(candidates, rounds, steps, warmup, log)
-    flops = max((getattr(c, 'step_flops', 0.0) for c in candidates
-                 if isinstance(c, JaxCandidate)), default=0.0)
+    # The PyTorch rows build the base config's network: their FLOPs are
+    # those of the first JAX candidate (the base config unless overridden).
+    flops = next((getattr(c, 'step_flops', 0.0) for c in candidates
+                  if isinstance(c, JaxCandidate)), 0.0)
     kind = jax.devices()[0].device_kind
     dtypes = {name: c.model.dtype for name, c in configs}
     peaks = {}

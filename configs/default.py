@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.depth = 50               # ResNet depth: 18, 34, 50, 101, 152
   c.model.width = 64               # channels of the first stage (64 = standard)
   c.model.stage_sizes = ()         # blocks per stage; () = the standard ones for depth
+  c.model.stage_widths = ()        # channels per stage; () = width, 2x, 4x, 8x (standard)
   c.model.stem = 'imagenet'        # 'imagenet' (7x7/2 + max-pool) or 'cifar' (3x3, no pool)
   c.model.cifar_stem_stride = 1    # stride of the cifar stem's conv
   c.model.zero_init_residual = True  # last BN scale of each block starts at 0 (official code)
@@ -114,6 +115,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.aug = ml_collections.ConfigDict()  # the two-view recipe (ImageNet values)
   c.data.aug.crop_scale = (0.2, 1.0)       # RandomResizedCrop area fraction
   c.data.aug.crop_ratio = (3 / 4, 4 / 3)   # RandomResizedCrop aspect ratio (log-uniform)
+  c.data.aug.crop_size = 0                 # training views' size in px; 0: data.image_size (eval stays at image_size)
   c.data.aug.flip_prob = 0.5               # horizontal flip
   c.data.aug.jitter_prob = 0.8             # ColorJitter probability
   c.data.aug.brightness = 0.4              # factor U(1-b, 1+b), multiplicative

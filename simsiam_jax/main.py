@@ -8,6 +8,9 @@ under SLURM set SIMSIAM_DISTRIBUTED=1, elsewhere pass --coordinator_address,
 --num_processes and --process_id (or the JAX_* environment variables).
 """
 
+import logging as std_logging
+import os
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -30,7 +33,25 @@ flags.DEFINE_string('workdir', None, 'Where logs, checkpoints and summaries go.'
 flags.DEFINE_string('coordinator_address', '', 'host:port of process 0.')
 flags.DEFINE_integer('num_processes', 0, 'Number of processes (multi-host).')
 flags.DEFINE_integer('process_id', -1, 'Index of this process (multi-host).')
+flags.DEFINE_bool('library_logs', False, 'Also show the INFO lines of the '
+                  'libraries (Orbax, clu, TFDS); by default only their '
+                  'warnings and errors are shown.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class _OwnInfoOnly(std_logging.Filter):
+  """Passes this package's records and other code's warnings and errors.
+
+  Orbax, clu and TFDS log through absl at INFO (checkpoint manager
+  internals, one metric-writer line per log step): dozens of lines between
+  the progress lines. Warnings and errors still pass.
+  """
+
+  def filter(self, record):
+    return (record.levelno >= std_logging.WARNING or
+            os.path.abspath(record.pathname).startswith(_PACKAGE_DIR))
 
 MODES = {'pretrain': train.train_and_evaluate,
          'knn_eval': pretrained.knn_eval,
@@ -47,6 +68,8 @@ USER_ERRORS = (checkpointing.ConfigMismatch, input_pipeline.DatasetNotReady,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS.library_logs:
+    logging.get_absl_handler().addFilter(_OwnInfoOnly())
   parallel.initialize_distributed(FLAGS.coordinator_address,
                                   FLAGS.num_processes, FLAGS.process_id)
   config = FLAGS.config

@@ -110,6 +110,27 @@ def test_rounds_interleave_and_ratios():
              for line in table.splitlines())
 
 
+def test_variant_rows_use_their_own_batch_and_flops():
+  # A variant that changes the batch (or the network) is timed per step of
+  # its own batch: images/s and FLOP rates must use its numbers, not the
+  # base config's.
+  calls = []
+  base = _fake(step_compare.JaxCandidate, 'base', 0.2, calls)
+  half = _fake(step_compare.JaxCandidate, 'batch_size=4', 0.1, calls)
+  half.config = step_compare.with_overrides(fashion_mnist.get_config(),
+                                            'batch_size=4')
+  half.step_flops = 1e9
+  results = step_compare.interleave([base, half], rounds=2, steps=1,
+                                    warmup=0, log=lambda s: None)
+  b, h = step_compare.summarise([base, half], results, 8, 4e9, {})
+  assert b['images_per_sec_median'] == pytest.approx(8 / 0.2)
+  assert b['xla_gflop_per_image'] == pytest.approx(4e9 / 8 / 1e9)
+  assert h['images_per_sec_median'] == pytest.approx(4 / 0.1)
+  assert h['xla_gflop_per_image'] == pytest.approx(1e9 / 4 / 1e9)
+  assert h['tflops_median'] == pytest.approx(1e9 / 0.1 / 1e12)
+  assert h['batch_size'] == 4 and 'batch_size' not in b
+
+
 @needs_torch
 def test_torch_worker_runs_steps_and_survives_errors():
   worker = step_compare.TorchWorker(sys.executable)

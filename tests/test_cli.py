@@ -38,6 +38,10 @@ def test_cli_trains_and_writes_summary_and_events(tiny_run):
   assert glob.glob(str(workdir / 'events.out.tfevents.*'))
   # The progress line a user watches.
   assert 'img/s' in result.stderr and 'ETA' in result.stderr
+  # ...without the libraries' INFO chatter around it (Orbax's checkpoint
+  # manager, clu's metric writer): --library_logs brings it back.
+  assert 'checkpoint_manager.py' not in result.stderr
+  assert 'logging_writer.py' not in result.stderr
   assert '8 global devices' in result.stderr
   assert json.loads((workdir / 'config.json').read_text())['batch_size'] == 16
 
@@ -106,3 +110,19 @@ def test_cli_unwritable_workdir_is_one_clear_error(tmp_path):
   assert result.returncode == 2
   assert 'WorkdirError: Cannot write to workdir' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def test_library_info_lines_are_dropped_but_not_their_warnings():
+  import logging  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  from simsiam_jax import main  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  keep = main._OwnInfoOnly().filter  # pylint: disable=protected-access
+  ours = os.path.join(REPO_ROOT, 'simsiam_jax', 'train.py')
+  orbax = '/venv/site-packages/orbax/checkpoint/checkpoint_manager.py'
+
+  def record(path, level):
+    return logging.LogRecord('absl', level, path, 1, 'msg', None, None)
+
+  assert keep(record(ours, logging.INFO))
+  assert not keep(record(orbax, logging.INFO))
+  assert keep(record(orbax, logging.WARNING))
+  assert keep(record(orbax, logging.ERROR))

@@ -132,3 +132,26 @@ def test_stem_resolution(stem, size):
       capture_intermediates=True))
   layer1 = state['intermediates']['layer1_0']['__call__'][0]
   assert layer1.shape == (1, size, size, 8)
+
+
+def test_stage_widths():
+  """Explicit stage widths: each stage's blocks get their width; the default
+  (width doubled per stage) is the same network as writing it out."""
+  x = jnp.zeros((1, 16, 16, 3))
+  kw = dict(depth=18, width=4, stage_sizes=(1, 1, 1, 1), stem='cifar')
+  _, default = _num_params(resnet.ResNet(**kw), x, train=False)
+  _, spelt = _num_params(resnet.ResNet(stage_widths=(4, 8, 16, 32), **kw), x,
+                         train=False)
+  assert jax.tree.map(lambda a: a.shape, default) == jax.tree.map(
+      lambda a: a.shape, spelt)
+  wide = resnet.ResNet(stage_widths=(4, 8, 16, 64), **kw)
+  out, shapes = jax.eval_shape(lambda: wide.init_with_output(
+      jax.random.key(0), x, train=False))
+  assert out.shape == (1, 64)
+  params = shapes['params']
+  assert params['layer4_0']['conv1']['kernel'].shape == (3, 3, 16, 64)
+  assert params['layer4_0']['downsample_conv']['kernel'].shape == (1, 1, 16, 64)
+  assert params['layer3_0']['conv2']['kernel'].shape == (3, 3, 16, 16)
+  with pytest.raises(ValueError, match='one width per stage'):
+    jax.eval_shape(lambda: resnet.ResNet(stage_widths=(4, 8), **kw).init(
+        jax.random.key(0), x, train=False))

@@ -96,3 +96,25 @@ def test_resident_eval_images_are_normalised_on_device():
   floats = jnp.asarray(want)  # host-pipeline batches are already normalised
   np.testing.assert_array_equal(device_augment.network_input(floats, aug),
                                 floats)
+
+
+def test_crop_size_sets_the_training_views_size():
+  """data.aug.crop_size: training views at their own size (the network and
+  its evaluation stay at data.image_size)."""
+  mesh = parallel.create_mesh()
+  c = tiny.get_config()
+  c.batch_size = 16
+  c.data.image_size = 12
+  c.data.augment_on, c.data.resident = 'device', True
+  _identity_aug(c)
+  images = np.tile(np.arange(12, dtype=np.uint8)[None, None, :, None] * 20,
+                   (64, 12, 1, 3))  # a horizontal ramp
+  data = {'images': jax.device_put(images, parallel.data_sharded(mesh))}
+  for crop, want in ((0, 12), (8, 8)):
+    c.data.aug.crop_size = crop
+    v = jax.jit(lambda b, s: resident.two_views(
+        b, s, config=c, mesh=mesh, steps_per_epoch=4))(data, 0)['view1']
+    assert v.shape == (16, want, want, 3)
+    # The whole image, resized: the ramp runs from its first to its last value.
+    row = np.asarray(v[0, want // 2, :, 0]) * 255
+    assert np.all(np.diff(row) > 0) and row[0] < 40 and row[-1] > 180

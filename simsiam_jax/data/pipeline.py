@@ -110,15 +110,16 @@ def _decode(example, builder):
 def _crop_train(example, seed, builder, dc):
   """Random-resized crop of one view; ImageNet decodes only the crop window."""
   aug = dc.aug
+  size = aug.crop_size or dc.image_size
   if dc.decode_jpeg_crop:
     jpeg = example['image']
     shape = tf.image.extract_jpeg_shape(jpeg)
     w = augment.crop_window(shape[:2], seed, aug.crop_scale, aug.crop_ratio)
     image = tf.image.decode_and_crop_jpeg(jpeg, w, channels=3)
     image = tf.cast(image, tf.float32) / 255.0
-    return augment.resize(image, dc.image_size)
+    return augment.resize(image, size)
   return augment.random_resized_crop(_decode(example, builder), seed,
-                                     dc.image_size, aug.crop_scale,
+                                     size, aug.crop_scale,
                                      aug.crop_ratio)
 
 

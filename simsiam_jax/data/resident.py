@@ -153,8 +153,8 @@ def two_views(batch: dict, step, *, config: ml_collections.ConfigDict, mesh,
   """
   n_dev = mesh.devices.size
   b = config.batch_size // n_dev
-  size = config.data.image_size
   aug = config.data.aug
+  size = aug.crop_size or config.data.image_size
   root = jax.random.key(config.seed)
   perm_root, aug_root = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
 

@@ -159,6 +159,9 @@ class ResNet(nn.Module):
     depth: 18, 34, 50, 101 or 152 (picks the block type and default stages).
     width: channels of the first stage (64 in the standard networks).
     stage_sizes: blocks per stage; empty for the standard ones of `depth`.
+    stage_widths: channels of each stage's blocks; empty: `width` doubled
+      per stage (width, 2 width, 4 width, 8 width), as in every standard
+      ResNet.
     stem: 'imagenet' (7x7/2 conv + 3x3/2 max-pool) or 'cifar' (3x3 conv,
       stride `cifar_stem_stride`, no pool).
     cifar_stem_stride: stride of the cifar stem (1 as in the paper).
@@ -174,6 +177,7 @@ class ResNet(nn.Module):
   depth: int = 50
   width: int = 64
   stage_sizes: Sequence[int] = ()
+  stage_widths: Sequence[int] = ()
   stem: str = 'imagenet'
   cifar_stem_stride: int = 1
   zero_init_residual: bool = True
@@ -190,6 +194,11 @@ class ResNet(nn.Module):
       raise ValueError(f'ResNet depth must be one of {sorted(STAGE_SIZES)}, '
                        f'got {self.depth}.')
     stage_sizes = tuple(self.stage_sizes) or STAGE_SIZES[self.depth]
+    stage_widths = tuple(self.stage_widths) or tuple(
+        self.width * 2**i for i in range(len(stage_sizes)))
+    if len(stage_widths) != len(stage_sizes):
+      raise ValueError(f'model.stage_widths {stage_widths} needs one width per '
+                       f'stage of {stage_sizes}.')
     block = BottleneckBlock if self.depth >= 50 else BasicBlock
     conv = functools.partial(Conv, impl=self.conv_impl, dtype=self.dtype,
                              param_dtype=self.param_dtype)
@@ -211,6 +220,6 @@ class ResNet(nn.Module):
     for i, num_blocks in enumerate(stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = block(self.width * 2**i, strides, conv, norm,
+        x = block(stage_widths[i], strides, conv, norm,
                   self.zero_init_residual, name=f'layer{i + 1}_{j}')(x)
     return jnp.mean(x, axis=(1, 2))

@@ -85,6 +85,7 @@ def create_model(model_config: ml_collections.ConfigDict) -> SimSiam:
       depth=model_config.depth,
       width=model_config.width,
       stage_sizes=tuple(model_config.stage_sizes),
+      stage_widths=tuple(model_config.get('stage_widths', ())),
       stem=model_config.stem,
       cifar_stem_stride=model_config.cifar_stem_stride,
       zero_init_residual=model_config.zero_init_residual,
