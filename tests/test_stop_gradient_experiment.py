@@ -38,6 +38,8 @@ def experiment_config(data_dir, manual_dir, stop_gradient: bool):
   # moved on: its crops, residual init and data path change 100-step runs).
   c.model.zero_init_residual = True
   c.data.aug.crop_scale = (0.2, 1.0)
+  c.data.aug.jitter_prob = 0.8
+  c.data.aug.brightness = c.data.aug.contrast = 0.4
   c.data.resident = False
   c.data.augment_on = 'host'
   c.knn.every_epochs = 0
