@@ -54,9 +54,15 @@ def _flatten(d: dict, prefix: str = '') -> dict:
   return out
 
 
+# Model fields added after runs were saved without them, with the value
+# that builds the network those runs built: a checkpoint whose config lacks
+# one matches a run that leaves it at this value.
+FIELDS_ADDED_LATER = {'model.stage_widths': (), 'model.conv_impl': 'auto'}
+
+
 def config_mismatches(saved: dict, config: ml_collections.ConfigDict) -> list:
   """'model.FIELD: checkpoint X, this run Y' for every model field that differs."""
-  old = _flatten(saved.get('model', {}), 'model.')
+  old = {**FIELDS_ADDED_LATER, **_flatten(saved.get('model', {}), 'model.')}
   new = _flatten(config.model.to_dict(), 'model.')
   return [f'{k}: checkpoint {old.get(k)!r}, this run {new.get(k)!r}'
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]

@@ -241,3 +241,20 @@ def test_disk_full_is_one_clear_error(tiny_disk):
   assert 'No space left on device' in out
   assert 'latest complete checkpoint (step None)' in out
   assert not _steps(tiny_disk / 'run')  # nothing half-written counts
+
+
+def test_a_model_field_added_later_matches_its_neutral_value():
+  """A checkpoint saved before model.stage_widths existed resumes under a
+  config that leaves it at () (the same network), and not under one that
+  sets it."""
+  config = tiny.get_config()
+  saved = config.to_dict()
+  del saved['model']['stage_widths']
+  assert checkpointing.config_mismatches(saved, config) == []
+  config.model.stage_widths = (8, 16, 32, 64)
+  assert checkpointing.config_mismatches(saved, config) == [
+      'model.stage_widths: checkpoint (), this run (8, 16, 32, 64)']
+  config.model.stage_widths = ()
+  config.model.width = 16
+  assert [m.split(':')[0] for m in
+          checkpointing.config_mismatches(saved, config)] == ['model.width']
