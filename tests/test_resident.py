@@ -70,6 +70,13 @@ def test_resident_needs_device_augmentation():
     resident.prepare_fn(c, parallel.create_mesh(), 10)
 
 
+def test_negative_crop_size_is_refused():
+  c = tiny.get_config()
+  c.data.aug.crop_size = -1
+  with pytest.raises(ValueError, match='crop_size must be >= 0'):
+    resident.prepare_fn(c, parallel.create_mesh(), 10)
+
+
 @pytest.mark.parametrize('n', [1, 2, 3, 17, 1000, 7500, 60000])
 def test_permuted_index_is_a_permutation(n):
   key = jax.random.key(n)

@@ -187,6 +187,9 @@ def host_views(batch: dict, step, *, config: ml_collections.ConfigDict):
 def prepare_fn(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int):
   """The in-step batch preparation for `config.data.augment_on`, or None (host)."""
   dc = config.data
+  if dc.aug.crop_size < 0:
+    raise ValueError(f'data.aug.crop_size must be >= 0 (0: data.image_size), '
+                     f'got {dc.aug.crop_size}.')
   if dc.augment_on == 'host':
     if dc.resident:
       raise ValueError('data.resident=True needs data.augment_on="device".')
