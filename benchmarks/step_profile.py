@@ -18,10 +18,11 @@ change of that convolution's weight gradient).
       --config=configs/fashion_mnist.py [--steps=3] [--top=12] \\
       [--variant=model.conv_impl=xla+batch_size=128]
 
-What it showed (BENCHMARKS.md, "Where the demo step's time goes"): in the
-demo step about half the time is transposes that put the batch dimension
-last ([N, H, W, C] -> [C, H, W, N]) for the weight-gradient convolutions,
-each recomputing the BN/ReLU chain it reads, emitted as plain loops.
+What it showed (BENCHMARKS.md, "Where the demo step's time goes"): 38 % of
+the demo step's op time is transposes that put the batch dimension last
+([N, H, W, C] -> [C, H, W, N]) for the weight-gradient convolutions, each
+recomputing the BN/ReLU chain it reads, emitted as plain loops; with the
+weight-gradient convolutions they read, about half the step.
 """
 
 import collections
@@ -35,6 +36,7 @@ import tempfile
 
 from absl import app
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from benchmarks import step_compare
@@ -109,7 +111,6 @@ def consumers(entry: dict, name: str) -> list[str]:
 
 def main(argv):
   del argv
-  import jax  # pylint: disable=g-import-not-at-top,import-outside-toplevel
   config = step_compare.with_overrides(FLAGS.config, FLAGS.variant)
   cand = step_compare.JaxCandidate(FLAGS.variant or 'config', config)
   cand.setup()

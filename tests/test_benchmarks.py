@@ -186,3 +186,33 @@ def test_suite_quick_cpu(tmp_path):
   assert [r['candidate'] for r in augment] == ['device', 'host'] * 2
   for r in augment:
     assert r.get('images_per_sec_median', 0) > 0 or r['skipped']
+
+
+def test_step_profile_reads_hlo_and_trace(tmp_path):
+  """step_profile: ENTRY instructions with their readers, op kinds, and
+  per-step durations from a Perfetto trace."""
+  import gzip  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  import json  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  import jax  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  from benchmarks import step_profile  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  f = jax.jit(lambda x, w: jnp.dot(jnp.transpose(jnp.exp(x)), w))
+  text = f.lower(jnp.ones((64, 32)), jnp.ones((64, 8))).compile().as_text()
+  entry = step_profile.parse_entry(text)
+  dots = [n for n, v in entry.items() if v[1] == 'dot' or 'dot' in n]
+  assert dots, text
+  assert any(step_profile.consumers(entry, o) for o in entry[dots[0]][2])
+  assert step_profile.kind_of('transpose_copy_fusion.3', None) == 'transpose'
+  assert step_profile.kind_of('ynn_fusion.1', None) == 'ynnpack'
+  assert step_profile.kind_of('add_fusion', None) == 'other'
+  trace = {'traceEvents': [
+      {'ph': 'X', 'name': 'ynn_fusion.1', 'dur': 300},
+      {'ph': 'X', 'name': 'ynn_fusion.1', 'dur': 300},
+      {'ph': 'X', 'name': 'ThunkExecutor::Execute', 'dur': 9000},
+      {'ph': 'X', 'name': '$profiler.py:1 stop', 'dur': 9000},
+      {'ph': 'i', 'name': 'add_fusion', 'dur': 5}]}
+  (tmp_path / 'x').mkdir()
+  with gzip.open(tmp_path / 'x' / 'host.trace.json.gz', 'wt') as g:
+    json.dump(trace, g)
+  assert step_profile.op_durations(str(tmp_path), steps=2) == {
+      'ynn_fusion.1': 300.0}
