@@ -41,12 +41,16 @@ from ml_collections import config_flags
 
 from benchmarks import step_compare
 
-config_flags.DEFINE_config_file('config', 'configs/fashion_mnist.py',
-                                'Config file.')
-flags.DEFINE_string('variant', '', "'+'-joined FIELD=VALUE overrides.")
-flags.DEFINE_integer('steps', 3, 'Profiled steps (after 2 untimed ones).')
-flags.DEFINE_integer('top', 12, 'Slowest ops to list.')
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The CLI's flags (not at import: 'config' would clash with other tools')."""
+  config_flags.DEFINE_config_file('config', 'configs/fashion_mnist.py',
+                                  'Config file.')
+  flags.DEFINE_string('variant', '', "'+'-joined FIELD=VALUE overrides.")
+  flags.DEFINE_integer('steps', 3, 'Profiled steps (after 2 untimed ones).')
+  flags.DEFINE_integer('top', 12, 'Slowest ops to list.')
 
 _INSTR = re.compile(r'^\s*(?:ROOT )?%([\w.\-]+) = (\S+) (\w[\w-]*)\((.*)$')
 _OPERAND = re.compile(r'%([\w.\-]+)')
@@ -142,4 +146,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
