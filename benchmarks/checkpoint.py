@@ -16,7 +16,7 @@ from configs import imagenet
 from simsiam_jax import checkpointing
 from simsiam_jax import optim
 from simsiam_jax import parallel
-from simsiam_jax import train
+from simsiam_jax import state as state_lib
 from simsiam_jax.models import simsiam
 
 flags.DEFINE_string('dir', '/tmp/simsiam_ckpt_bench', 'Scratch workdir (deleted).')
@@ -33,8 +33,9 @@ def main(_):
   mesh = parallel.create_mesh()
   model = simsiam.create_model(config.model)
   tx, _ = optim.create_optimizer(config, 2502, 250200)
-  state = train.create_train_state(model, tx, jax.random.key(0), (64, 64, 3),
-                                   mesh)
+  state = state_lib.create(
+      state_lib.simsiam_initializer(model, tx, (64, 64, 3)),
+      mesh, jax.random.key(0))
   shutil.rmtree(FLAGS.dir, ignore_errors=True)
   ckpt = checkpointing.Checkpointer(FLAGS.dir, config)
   t = time.perf_counter()
@@ -42,8 +43,9 @@ def main(_):
   blocking = time.perf_counter() - t
   ckpt.wait()
   total = time.perf_counter() - t
-  abstract = train.abstract_train_state(model, tx, jax.random.key(0),
-                                        (64, 64, 3), mesh)
+  abstract = state_lib.abstract(
+      state_lib.simsiam_initializer(model, tx, (64, 64, 3)),
+      mesh, jax.random.key(0))
   t = time.perf_counter()
   restored = checkpointing.Checkpointer(FLAGS.dir, config).restore(abstract)
   jax.block_until_ready(restored.params)

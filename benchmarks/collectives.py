@@ -50,7 +50,7 @@ def count_collectives(hlo: str) -> dict:
 def _one(args):
   import jax  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,unused-import
-  from simsiam_jax import optim, parallel, train  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import optim, parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
   from simsiam_jax.models import simsiam  # pylint: disable=g-import-not-at-top
   import importlib  # pylint: disable=g-import-not-at-top
   module, _, variant = args.config.partition(':')
@@ -63,7 +63,8 @@ def _one(args):
   model = simsiam.create_model(config.model)
   tx, schedule = optim.create_optimizer(config, 100, 10_000)
   shape = (args.image_size, args.image_size, 3)
-  state = train.abstract_train_state(model, tx, jax.random.key(0), shape, mesh)
+  state = state_lib.abstract(
+      state_lib.simsiam_initializer(model, tx, shape), mesh, jax.random.key(0))
   batch = {v: jax.ShapeDtypeStruct((config.batch_size, *shape), jax.numpy.float32,
                                    sharding=parallel.data_sharded(mesh))
            for v in ('view1', 'view2')}

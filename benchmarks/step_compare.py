@@ -28,6 +28,7 @@ import numpy as np
 
 from simsiam_jax import optim
 from simsiam_jax import parallel
+from simsiam_jax import state as state_lib
 from simsiam_jax import train
 from simsiam_jax.models import simsiam
 
@@ -125,8 +126,8 @@ class JaxCandidate:
     size = config.data.image_size
     shape = (size, size, config.data.channels)
     t = time.perf_counter()
-    self.state = train.create_train_state(model, tx, jax.random.key(0), shape,
-                                          mesh)
+    self.state = state_lib.create(
+        state_lib.simsiam_initializer(model, tx, shape), mesh, jax.random.key(0))
     params = sum(x.size for x in jax.tree.leaves(self.state.params))
     rng = np.random.default_rng(0)
     local = config.batch_size // jax.process_count()

@@ -73,14 +73,15 @@ def classify_convolutions(hlo_text: str) -> list[tuple[str, str, str]]:
 
 def compiled_train_step(config, batch_size: int):
   """The compiled HLO text of `config`'s train step on one device."""
-  from simsiam_jax import optim, parallel, train  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import optim, parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
   from simsiam_jax.models import simsiam  # pylint: disable=g-import-not-at-top
   mesh = parallel.create_mesh(jax.devices()[:1])
   size = config.data.image_size
   shape = (size, size, config.data.channels)
   model = simsiam.create_model(config.model)
   tx, schedule = optim.create_optimizer(config, 100, 10_000)
-  state = train.abstract_train_state(model, tx, jax.random.key(0), shape, mesh)
+  state = state_lib.abstract(
+      state_lib.simsiam_initializer(model, tx, shape), mesh, jax.random.key(0))
   views = {v: jax.ShapeDtypeStruct((batch_size, *shape), jnp.float32,
                                    sharding=parallel.data_sharded(mesh))
            for v in ('view1', 'view2')}

@@ -3,7 +3,7 @@
 Experiment configs start from `get_config()` here and change what differs;
 the returned ConfigDict is locked by the CLI, so a misspelt override is an
 error. Durations are named by unit and turned into steps in one place
-(`train.num_steps`).
+(`data/sources.num_steps`).
 """
 
 import ml_collections
@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_train_steps = -1           # run length in steps; -1: from num_epochs
   c.log_every_steps = 100          # log/TensorBoard interval (metrics averaged over it)
   c.checkpoint_every_steps = 1000  # checkpoint interval (also at the end and on preemption)
+  c.report_every_secs = 60.0       # steps/s and ETA to TensorBoard (clu ReportProgress)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.keep = 3            # newest checkpoints kept
@@ -68,10 +69,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.knn.at_start = False           # also score the randomly initialised network
   c.knn.k = 200                    # neighbours
   c.knn.temperature = 0.1          # weights exp(sim / T) (0.1 seed monitor, 0.2 paper)
-  c.knn.batch_size = 512           # global batch for feature extraction
+  c.knn.query_batch = 1024         # test features scored against the bank at a time
   c.knn.baselines = True           # also score raw pixels and the random init (once, cached)
   c.knn.max_pixel_dim = 16384      # raw-pixel baselines only up to this many values per image
   c.knn.cache_dir = ''             # baseline cache; '' = data.data_dir/simsiam_jax or ~/.cache/simsiam_jax
+
+  # Every evaluation's forward passes (kNN features, fast probe, classifier tests).
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 512          # GLOBAL batch of evaluation images
 
   # The eval modes ('knn_eval', 'linear', 'finetune') load a pretraining run.
   c.pretrained = ml_collections.ConfigDict()

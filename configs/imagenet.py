@@ -49,5 +49,5 @@ def get_config(variant: str = 'default'):
   c.batch_size = devices * per_device
   c.model.dtype = 'bfloat16'
   c.data.num_workers = workers
-  c.knn.batch_size = devices * 128
+  c.eval.batch_size = devices * 128
   return c

@@ -21,7 +21,7 @@ def get_config(variant: str = 'official'):
       base_lr=0.1 if variant == 'official' else 0.02)
   c.optim.optimizer = 'lars'
   c.optim.lars_trust_coefficient = 0.001
-  c.knn.batch_size = 1024          # evaluation batch
+  c.eval.batch_size = 1024         # evaluation batch
   c.log_every_steps = 50
   c.checkpoint_every_steps = 1000
   return c

@@ -76,7 +76,10 @@ def _directory(workdir: str, subdir: str) -> str:
 
 
 class Checkpointer:
-  """The run's CheckpointManager, with restore-or-init and validation."""
+  """The run's CheckpointManager: saves, and restores with validation.
+
+  `state.restore_or_create` restores through it or creates a new state.
+  """
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict,
                subdir: str = CHECKPOINT_DIR, read_only: bool = False):

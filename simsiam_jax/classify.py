@@ -25,7 +25,6 @@ follow the subset's size, and `label_subset.json` in the workdir lists it.
 
 import functools
 import json
-import time
 
 from absl import logging
 from etils import epath
@@ -37,12 +36,13 @@ import numpy as np
 import optax
 
 from simsiam_jax import checkpointing
-from simsiam_jax import metrics_io
+from simsiam_jax import loop
 from simsiam_jax import optim
 from simsiam_jax import parallel
 from simsiam_jax import pretrained
-from simsiam_jax import train
-from simsiam_jax.data import input_pipeline
+from simsiam_jax import rngs
+from simsiam_jax import state as state_lib
+from simsiam_jax.data import sources
 from simsiam_jax.models import simsiam
 
 MODES = ('linear', 'finetune')
@@ -110,7 +110,7 @@ def state_initializer(model: Classifier, tx, image_shape):
     if backbone_params is not None:
       params = {**params, 'backbone': backbone_params}
       stats = {'backbone': backbone_stats}
-    return train.TrainState.create(apply_fn=model.apply, params=params,
+    return state_lib.TrainState.create(apply_fn=model.apply, params=params,
                                    batch_stats=stats, tx=tx)
   return init
 
@@ -157,14 +157,14 @@ class Evaluator:
 
   def __init__(self, config, mesh, num_classes: int):
     self.config, self.mesh, self.num_classes = config, mesh, num_classes
-    self.local_batch = (parallel.check_batch_size(config.knn.batch_size, mesh))
+    self.local_batch = parallel.check_batch_size(config.eval.batch_size, mesh)
     self._step = jax.jit(eval_step, in_shardings=(
         parallel.replicated(mesh), parallel.data_sharded(mesh)),
                          out_shardings=parallel.replicated(mesh))
 
   def __call__(self, state) -> dict:
     totals = None
-    for batch in input_pipeline.eval_batches(
+    for batch in sources.eval_batches(
         self.config, self.config.data.eval_split, self.local_batch):
       counts = self._step(state, parallel.host_to_global(batch, self.mesh))
       totals = counts if totals is None else jax.tree.map(jnp.add, totals,
@@ -178,9 +178,32 @@ class Evaluator:
     return out
 
 
+def make_train_step(mesh, frozen: bool, schedule):
+  """`train_step` jitted over the mesh: batch sharded, state replicated and donated."""
+  return jax.jit(
+      functools.partial(train_step, frozen=frozen, schedule=schedule),
+      in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
+      out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
+      donate_argnums=0)
+
+
 def _tree_equal(a, b) -> bool:
   same = jax.tree.map(lambda x, y: jnp.array_equal(x, y), a, b)
   return all(bool(x) for x in jax.tree.leaves(same))
+
+
+def check_frozen(state, backbone) -> bool:
+  """True if the probe's backbone is bit-identical to `backbone` (params, stats).
+
+  Raises:
+    RuntimeError: it changed (a bug, never expected).
+  """
+  unchanged = (_tree_equal(state.params['backbone'], backbone[0]) and
+               _tree_equal(state.batch_stats['backbone'], backbone[1]))
+  if not unchanged:
+    raise RuntimeError('The frozen backbone changed during the linear probe.')
+  logging.info('Backbone bit-identical to the pretrained checkpoint: yes.')
+  return unchanged
 
 
 def check_config(config: ml_collections.ConfigDict):
@@ -233,11 +256,11 @@ def train_subset(config: ml_collections.ConfigDict, workdir: str):
 
   Logs its size and class counts and records it in `workdir`/label_subset.json.
   """
-  picked = input_pipeline.label_subset(config)
+  picked = sources.label_subset(config)
   if picked is None:
     return None
   indices, labels = picked
-  counts = np.bincount(labels, minlength=input_pipeline.num_classes(config))
+  counts = np.bincount(labels, minlength=sources.num_classes(config))
   cc = config.classifier
   logging.info('Labelled subset: %d examples (fraction %g, label_seed %d), '
                'per class %s.', len(indices), cc.label_fraction,
@@ -288,39 +311,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_config(config)
   frozen = config.mode == 'linear'
   mesh = parallel.create_mesh()
-  local_batch = parallel.check_batch_size(config.batch_size, mesh)
   model_config, backbone_module, backbone = load_backbone(config, workdir,
                                                           mesh)
   # Record the backbone this run holds, so its checkpoints validate on resume.
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.model = model_config
-  if jax.process_index() == 0:
-    train.prepare_workdir(workdir, config)
+  run = loop.setup(config, workdir, mesh)
 
   ckpt = checkpointing.Checkpointer(workdir, config)
   check_resume(ckpt, config)
 
-  num_examples, image_shape = input_pipeline.describe(config)
-  num_classes = input_pipeline.num_classes(config)
+  num_examples, image_shape = sources.describe(config)
+  num_classes = sources.num_classes(config)
   subset = train_subset(config, workdir)
   if subset is not None:
     num_examples = len(subset)  # epochs are passes over the labelled subset
-  steps_per_epoch, num_train_steps = train.num_steps(config, num_examples)
+  steps_per_epoch, num_train_steps = sources.num_steps(config, num_examples)
   model = Classifier(backbone_module, num_classes, frozen,
                      config.classifier.head_init_std)
   tx, schedule = create_optimizer(config, steps_per_epoch, num_train_steps,
                                   frozen)
   init = state_initializer(model, tx, image_shape)
-  rng = jax.random.key(config.seed)
-  state = train.restore_or_init(ckpt, init, mesh, rng, *(backbone or ()))
-  train_iter = input_pipeline.create_train_iterator(
-      config, local_batch, parallel.step_of(state), views=1, subset=subset)
-  step_fn = jax.jit(
-      functools.partial(train_step, frozen=frozen, schedule=schedule),
-      in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
-      out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
-      donate_argnums=0)
+  state = state_lib.restore_or_create(ckpt, init, mesh,
+                                      rngs.key(config.seed, 'init'),
+                                      *(backbone or ()))
+  train_iter = sources.create_train_iterator(
+      config, run.local_batch, parallel.step_of(state), views=1,
+      subset=subset)
+  step_fn = make_train_step(mesh, frozen, schedule)
   logging.info('%s of the ResNet-%d backbone%s: %d classes, %d training '
                'examples (%d steps an epoch), steps %d-%d of global batch %d.',
                'Linear probe' if frozen else 'Fine-tuning', config.model.depth,
@@ -328,7 +347,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                num_examples, steps_per_epoch, parallel.step_of(state),
                num_train_steps, config.batch_size)
 
-  writer = metrics_io.create_writer(workdir, jax.process_index() == 0)
+  writer = loop.create_writer(workdir, run)
   evaluator = Evaluator(config, mesh, num_classes)
   eval_epochs = config.classifier.eval_every_epochs
 
@@ -338,29 +357,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.write_scalars(step, evaluator(state))
     return True
 
-  state, last, progress = train.fit(
+  state, last, progress = loop.fit(
       config, state, train_iter, step_fn, mesh=mesh, ckpt=ckpt, writer=writer,
       steps_per_epoch=steps_per_epoch, num_train_steps=num_train_steps,
       at_epoch_end=at_epoch_end)
   del train_iter
   scores = evaluator(state)
-  final_step = parallel.step_of(state)
-  writer.write_scalars(final_step, scores)
-  summary = {'step': final_step, 'num_train_steps': num_train_steps,
-             'epochs': final_step / steps_per_epoch,
-             'wall_time_s': time.perf_counter() - progress.t_start,
-             'pretrained': config.pretrained.workdir,
+  writer.write_scalars(parallel.step_of(state), scores)
+  results = {'pretrained': config.pretrained.workdir,
              'from_scratch': config.classifier.from_scratch,
              'label_fraction': config.classifier.label_fraction,
              'num_train_examples': num_examples,
              **{k.replace('test', config.mode): v for k, v in scores.items()},
              **last}
   if frozen:
-    unchanged = (_tree_equal(state.params['backbone'], backbone[0]) and
-                 _tree_equal(state.batch_stats['backbone'], backbone[1]))
-    summary['backbone_unchanged'] = unchanged
-    if not unchanged:
-      raise RuntimeError('The frozen backbone changed during the linear probe.')
-    logging.info('Backbone bit-identical to the pretrained checkpoint: yes.')
-  train.write_summary(workdir, summary, writer)
-  return summary
+    results['backbone_unchanged'] = check_frozen(state, backbone)
+  return loop.finish(workdir, writer, state, progress,
+                     num_train_steps=num_train_steps,
+                     steps_per_epoch=steps_per_epoch, **results)

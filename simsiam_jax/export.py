@@ -9,22 +9,17 @@ strict=False)` (no fc). 'simsiam': the official code's checkpoint layout
 Needs PyTorch (`pip install torch`).
 """
 
-import json
 import os
 
 from absl import app
 from absl import flags
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 
-from simsiam_jax import checkpointing
 from simsiam_jax import interop
-from simsiam_jax import optim
 from simsiam_jax import parallel
-from simsiam_jax import train
-from simsiam_jax.models import simsiam
+from simsiam_jax import pretrained
 
 FLAGS = flags.FLAGS
 
@@ -43,19 +38,12 @@ def define_flags():
 
 
 def load_backbone(workdir: str):
-  """(params, batch_stats) of the backbone in the latest checkpoint of `workdir`."""
-  with open(os.path.join(workdir, 'config.json')) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  mesh = parallel.create_mesh()
-  model = simsiam.create_model(config.model)
-  # The optimiser's structure, not its numbers, shapes the state.
-  tx, _ = optim.create_optimizer(config, 1, 10**9)
-  size = config.data.image_size
-  abstract = train.abstract_train_state(
-      model, tx, jax.random.key(0), (size, size, config.data.channels), mesh)
-  state = checkpointing.Checkpointer(workdir, config).restore(abstract)
-  if state is None:
-    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints.')
+  """(params, batch_stats, step) of the backbone in the latest checkpoint of `workdir`.
+
+  Opened read-only (`pretrained.read_run`): nothing in `workdir` is created,
+  changed or cleaned.
+  """
+  _, _, state = pretrained.read_run(workdir, parallel.create_mesh())
   return (jax.device_get(state.params['backbone']),
           jax.device_get(state.batch_stats['backbone']), int(state.step))
 
@@ -66,7 +54,14 @@ def main(argv):
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise app.UsageError('Exporting needs PyTorch: pip install torch') from e
-  params, stats, step = load_backbone(FLAGS.workdir)
+  out_dir = os.path.dirname(os.path.abspath(FLAGS.out))
+  if not os.path.isdir(out_dir):
+    raise app.UsageError(f'--out={FLAGS.out!r}: folder {out_dir} does not '
+                         'exist; create it or pass another --out.')
+  try:
+    params, stats, step = load_backbone(FLAGS.workdir)
+  except pretrained.PretrainedNotFound as e:
+    raise app.UsageError(f'--workdir={FLAGS.workdir!r}: {e}') from e
   sd = interop.backbone_to_torchvision(params, stats)
   if FLAGS.layout == 'simsiam':
     sd = interop.to_simsiam_layout(sd)

@@ -3,9 +3,12 @@
   python -m simsiam_jax.main --config=configs/imagenet.py --workdir=DIR \
       [--config.batch_size=256 ...]
 
-Multi-process: start the same command on every host; on Cloud TPU pods and
-under SLURM set SIMSIAM_DISTRIBUTED=1, elsewhere pass --coordinator_address,
---num_processes and --process_id (or the JAX_* environment variables).
+Multi-process: start the same command on every host. Multi-host Cloud TPU
+slices and SLURM jobs with several tasks are detected
+(parallel.initialize_distributed); elsewhere pass --coordinator_address,
+--num_processes and --process_id (or the JAX_* environment variables), or
+set SIMSIAM_DISTRIBUTED=1 where `jax.distributed.initialize()` needs no
+arguments.
 """
 
 import logging as std_logging
@@ -22,7 +25,8 @@ from simsiam_jax import classify
 from simsiam_jax import parallel
 from simsiam_jax import pretrained
 from simsiam_jax import train
-from simsiam_jax.data import input_pipeline
+from simsiam_jax import workdir as workdir_lib
+from simsiam_jax.data import errors as data_errors
 from simsiam_jax.evaluation import collapse
 from simsiam_jax.evaluation import probe
 
@@ -59,8 +63,9 @@ MODES = {'pretrain': train.train_and_evaluate,
          'finetune': classify.train_and_evaluate,
          'fast_probe': probe.evaluate_checkpoint}
 # Errors a user can fix: one clear line and exit code 2, no traceback.
-USER_ERRORS = (checkpointing.ConfigMismatch, input_pipeline.DatasetNotReady,
-               FloatingPointError, train.WorkdirError,
+USER_ERRORS = (checkpointing.ConfigMismatch, data_errors.DatasetNotReady,
+               data_errors.ResidentDataError, data_errors.DataConfigError,
+               FloatingPointError, workdir_lib.WorkdirError,
                checkpointing.CheckpointWriteError, collapse.Collapsed,
                pretrained.PretrainedNotFound)
 

@@ -44,9 +44,6 @@ class JsonlWriter:
       with open(self._path, 'a') as f:
         f.write(line)
 
-  def write_hparams(self, hparams: Mapping[str, Any]):
-    del hparams  # the config is saved as config.json beside it.
-
   def flush(self):
     pass
 

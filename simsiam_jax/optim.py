@@ -1,9 +1,10 @@
 """Learning-rate scaling, schedules and the optimiser (SGD or LARS) from optax.
 
-Parameter groups are labelled by their top-level module ('backbone',
-'projector', 'predictor'); `optax.multi_transform` gives the predictor its
-constant learning rate (`fix_pred_lr`) or freezes it (`predictor =
-'fixed_random'`).
+Two parameter groups, by top-level module: 'predictor' and 'default'
+(backbone and projector); `optax.multi_transform` gives the predictor its
+constant learning rate (`fix_pred_lr`) or no update at all (`predictor =
+'fixed_random'`). The classifier's groups ('head', 'backbone') are in
+classify.py.
 """
 
 import math

@@ -17,6 +17,7 @@ from absl import flags
 from etils import epath
 
 from simsiam_jax import metrics_io
+from simsiam_jax import workdir as workdir_lib
 
 METRICS = {
     'loss': 'training loss (SimSiam: -1 = aligned)',
@@ -29,7 +30,6 @@ METRICS = {
 BASELINES = {'knn_top1': {'knn_raw_pixels': 'raw pixels',
                           'knn_random_init': 'random init'}}
 _COLOURS = {'raw pixels': 'tab:gray', 'random init': 'tab:red'}
-SUMMARY_FILE = 'summary.json'  # train.SUMMARY_FILE (train imports this module)
 
 
 def _curves(workdir: str) -> dict:
@@ -57,7 +57,7 @@ def _baselines(workdir: str, metric: str) -> dict:
   found = {}
   for row in metrics_io.read_metrics(workdir):  # the last value wins
     found.update({k: row[k] for k in keys if k in row})
-  path = epath.Path(workdir) / SUMMARY_FILE
+  path = epath.Path(workdir) / workdir_lib.SUMMARY_FILE
   if path.exists():
     summary = json.loads(path.read_text())
     found.update({k: summary[k] for k in keys if k in summary})

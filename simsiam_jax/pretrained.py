@@ -8,7 +8,6 @@ The network is rebuilt from the config saved in the checkpoint, so an eval
 config never has to repeat the pretraining run's model settings.
 """
 
-import json
 import os
 
 from absl import logging
@@ -19,10 +18,16 @@ import ml_collections
 from simsiam_jax import checkpointing
 from simsiam_jax import optim
 from simsiam_jax import parallel
-from simsiam_jax import train
+from simsiam_jax import state as state_lib
+from simsiam_jax import workdir as workdir_lib
+from simsiam_jax.data import spec
+from simsiam_jax.evaluation import monitor
 from simsiam_jax.models import simsiam
 
 WHICH = ('latest', 'best')
+# What opening another run's checkpoints read-only needs of a config.
+_READER_CONFIG = ml_collections.ConfigDict(
+    {'checkpoint': {'keep': None, 'async_save': False}})
 
 
 class PretrainedNotFound(ValueError):
@@ -58,8 +63,40 @@ def _check(config: ml_collections.ConfigDict, workdir: str) -> str:
   return subdir
 
 
+def read_run(run_workdir: str, mesh, subdir: str = checkpointing.CHECKPOINT_DIR,
+             step: int | None = None):
+  """A pretraining run's checkpoint, opened read-only (local or gs://).
+
+  Its own config first, from the checkpoint: it says which network (and
+  optimiser state) to build.
+
+  Returns:
+    (its config, its SimSiam model, its TrainState replicated on `mesh`).
+
+  Raises:
+    PretrainedNotFound: no readable checkpoint there.
+  """
+  reader = checkpointing.Checkpointer(run_workdir, _READER_CONFIG,
+                                      subdir=subdir, read_only=True)
+  step, saved = reader.saved_config(step)
+  if saved is None:
+    raise PretrainedNotFound(f'No readable checkpoint in {reader.directory}.')
+  saved = ml_collections.ConfigDict(saved)
+  model = simsiam.create_model(saved.model)
+  tx, _ = optim.create_optimizer(saved, 1, 1 << 30)  # shapes only
+  init = state_lib.simsiam_initializer(model, tx,
+                                       spec.image_shape(saved.data))
+  abstract = state_lib.abstract(init, mesh, jax.random.key(0))
+  reader = checkpointing.Checkpointer(run_workdir, saved, subdir=subdir,
+                                      read_only=True)
+  state = reader.restore(abstract, step=step)
+  logging.info('Loaded the pretrained checkpoint at step %d from %s.',
+               parallel.step_of(state), reader.directory)
+  return saved, model, state
+
+
 def load(config: ml_collections.ConfigDict, workdir: str, mesh):
-  """The pretraining run named by `config.pretrained`.
+  """The pretraining run named by `config.pretrained`, for the run in `workdir`.
 
   Returns:
     (its config, its SimSiam model, its TrainState replicated on `mesh`).
@@ -69,26 +106,7 @@ def load(config: ml_collections.ConfigDict, workdir: str, mesh):
   """
   pc = config.pretrained
   subdir = _check(config, workdir)
-  # Its own config first: it says which network (and optimiser state) to build.
-  reader = checkpointing.Checkpointer(pc.workdir, config, subdir=subdir,
-                                      read_only=True)
-  step = pc.step if pc.step >= 0 else None
-  step, saved = reader.saved_config(step)
-  if saved is None:
-    raise PretrainedNotFound(f'No readable checkpoint in {reader.directory}.')
-  saved = ml_collections.ConfigDict(saved)
-  model = simsiam.create_model(saved.model)
-  tx, _ = optim.create_optimizer(saved, 1, 1 << 30)  # shapes only
-  image_shape = (saved.data.image_size, saved.data.image_size,
-                 saved.data.channels)
-  abstract = train.abstract_train_state(model, tx, jax.random.key(0),
-                                        image_shape, mesh)
-  reader = checkpointing.Checkpointer(pc.workdir, saved, subdir=subdir,
-                                      read_only=True)
-  state = reader.restore(abstract, step=step)
-  logging.info('Loaded the pretrained checkpoint at step %d from %s.',
-               parallel.step_of(state), reader.directory)
-  return saved, model, state
+  return read_run(pc.workdir, mesh, subdir, pc.step if pc.step >= 0 else None)
 
 
 def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -99,10 +117,9 @@ def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   run's own initialisation, BN on batch statistics; see
   `KnnMonitor.baselines`) unless `config.knn.baselines` is False.
   """
-  from simsiam_jax.evaluation import monitor  # pylint: disable=g-import-not-at-top
   mesh = parallel.create_mesh()
   if jax.process_index() == 0:
-    train.prepare_workdir(workdir, config)
+    workdir_lib.prepare(workdir, config)
   saved, model, state = load(config, workdir, mesh)
   knn_monitor = monitor.KnnMonitor(config, model, mesh)
   baselines = knn_monitor.baselines(seed=saved.seed)  # shown in the log line
@@ -111,6 +128,5 @@ def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'pretrained': str(config.pretrained.workdir),
              'checkpoint': config.pretrained.checkpoint}
   if jax.process_index() == 0:
-    (epath.Path(workdir) / train.SUMMARY_FILE).write_text(
-        json.dumps(summary, indent=2))
+    workdir_lib.write_summary(workdir, summary)
   return summary

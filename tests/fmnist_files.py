@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from simsiam_jax.data import fashion_mnist
+from simsiam_jax.data import idx_files
 
 
 def write_idx(path, array):
@@ -16,7 +16,7 @@ def write_idx(path, array):
 
 
 def write_split(manual_dir, split: str, images, labels):
-  names = fashion_mnist.FILES[split]
+  names = idx_files.FILES[split]
   write_idx(os.path.join(manual_dir, names[0]), images)
   write_idx(os.path.join(manual_dir, names[1]), labels)
 
@@ -32,13 +32,13 @@ def write_random(manual_dir, n_train: int, n_test: int, seed: int = 0):
 
 
 def debian_available() -> bool:
-  return not fashion_mnist.missing_files(fashion_mnist.DEBIAN_DIR)
+  return not idx_files.missing_files(idx_files.DEBIAN_DIR)
 
 
 def write_debian_subset(manual_dir, n_train: int, n_test: int):
   """The first n examples of each of Debian's splits (classes are balanced there)."""
   for split, n in (('train', n_train), ('test', n_test)):
-    names = fashion_mnist.FILES[split]
-    images, labels = (fashion_mnist.read_idx(
-        os.path.join(fashion_mnist.DEBIAN_DIR, f)) for f in names)
+    names = idx_files.FILES[split]
+    images, labels = (idx_files.read_idx(
+        os.path.join(idx_files.DEBIAN_DIR, f)) for f in names)
     write_split(manual_dir, split, images[:n], labels[:n])

@@ -347,7 +347,7 @@ def test_command_line_on_tiny_runs(tmp_path):
       sys.executable, '-m', 'simsiam_jax.experiments.ablations',
       f'--out={out}', '--config=configs/tiny.py', '--only=stop_gradient',
       '--seeds=1', '--set=knn.every_epochs=0', '--set=knn.k=20',
-      '--set=knn.batch_size=128', '--set=knn.baselines=False',
+      '--set=eval.batch_size=128', '--set=knn.baselines=False',
       '--set=probe.raw_pixels=False', f'--set=knn.cache_dir={tmp_path}/cache']
   result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=900, env=os.environ.copy())

@@ -15,6 +15,7 @@ from configs import tiny
 from simsiam_jax import checkpointing
 from simsiam_jax import optim
 from simsiam_jax import parallel
+from simsiam_jax import state as state_lib
 from simsiam_jax import train
 from simsiam_jax.models import simsiam
 from tests.conftest import REPO_ROOT
@@ -70,8 +71,9 @@ def _restore(workdir, mesh=None):
   mesh = mesh or parallel.create_mesh()
   model = simsiam.create_model(config.model)
   tx, _ = optim.create_optimizer(config, 16, NUM_STEPS)
-  abstract = train.abstract_train_state(model, tx, jax.random.key(0),
-                                        (16, 16, 3), mesh)
+  abstract = state_lib.abstract(
+      state_lib.simsiam_initializer(model, tx, (16, 16, 3)),
+      mesh, jax.random.key(0))
   state = checkpointing.Checkpointer(str(workdir), config).restore(abstract)
   return jax.device_get(state)
 
@@ -144,7 +146,7 @@ def test_restore_on_other_device_count_continues_identically(interrupted):
   (Compared a few steps on: over a hundred SGD steps, float rounding
   differences grow chaotically and say nothing about the restore.)
   """
-  from simsiam_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from simsiam_jax.data import sources  # pylint: disable=g-import-not-at-top
   workdir, _, _ = interrupted
   config = _config()
   results = []
@@ -152,12 +154,13 @@ def test_restore_on_other_device_count_continues_identically(interrupted):
     mesh = parallel.create_mesh(jax.devices()[:n])
     model = simsiam.create_model(config.model)
     tx, schedule = optim.create_optimizer(config, 16, NUM_STEPS)
-    abstract = train.abstract_train_state(model, tx, jax.random.key(0),
-                                          (16, 16, 3), mesh)
+    abstract = state_lib.abstract(
+      state_lib.simsiam_initializer(model, tx, (16, 16, 3)),
+      mesh, jax.random.key(0))
     state = checkpointing.Checkpointer(str(workdir), config).restore(abstract)
     assert state.params['projector']['dense0']['kernel'].sharding.mesh == mesh
     step_fn = train.make_train_step(config, mesh, schedule)
-    it = input_pipeline.create_train_iterator(config, 16, int(state.step))
+    it = sources.create_train_iterator(config, 16, int(state.step))
     for _ in range(3):
       batch = {k: v for k, v in next(it).items() if k != 'label'}
       state, _ = step_fn(state, parallel.host_to_global(batch, mesh))

@@ -21,14 +21,14 @@ from simsiam_jax import checkpointing
 from simsiam_jax import classify
 from simsiam_jax import pretrained
 from simsiam_jax import train
-from simsiam_jax.data import input_pipeline
+from simsiam_jax.data import sources
 from simsiam_jax.data import synthetic
 from simsiam_jax.models import simsiam
 
 
 def _config(**overrides):
   c = tiny.get_config()
-  c.knn.batch_size = 64
+  c.eval.batch_size = 64
   c.knn.k = 20
   c.update_from_flattened_dict(overrides)
   return c
@@ -121,19 +121,19 @@ def test_missing_or_same_workdir_is_a_clear_error(pretrain_dir, tmp_path):
 def test_label_subset_is_class_balanced_sized_and_seeded():
   rng = np.random.default_rng(0)
   labels = rng.permutation(np.repeat(np.arange(4), [100, 50, 7, 1]))
-  sub = input_pipeline.select_subset(labels, 0.1, seed=0)
+  sub = sources.select_subset(labels, 0.1, seed=0)
   # round(0.1 * n) per class, at least one: 10, 5, round(0.7) = 1, 1.
   assert np.bincount(labels[sub], minlength=4).tolist() == [10, 5, 1, 1]
   assert np.all(np.diff(sub) > 0)  # sorted, no repeats
-  np.testing.assert_array_equal(sub, input_pipeline.select_subset(labels, 0.1, 0))
-  assert not np.array_equal(sub, input_pipeline.select_subset(labels, 0.1, 1))
-  half = input_pipeline.select_subset(labels, 0.5, seed=0)
+  np.testing.assert_array_equal(sub, sources.select_subset(labels, 0.1, 0))
+  assert not np.array_equal(sub, sources.select_subset(labels, 0.1, 1))
+  half = sources.select_subset(labels, 0.5, seed=0)
   assert np.bincount(labels[half]).tolist() == [50, 25, 4, 1]  # 3.5 -> 4
   np.testing.assert_array_equal(
-      input_pipeline.select_subset(labels, 1.0, seed=3), np.arange(158))
+      sources.select_subset(labels, 1.0, seed=3), np.arange(158))
   for bad in (0.0, 1.5):
     with pytest.raises(ValueError, match='label_fraction'):
-      input_pipeline.select_subset(labels, bad, 0)
+      sources.select_subset(labels, bad, 0)
 
 
 def _subset_config(**overrides):
@@ -148,17 +148,17 @@ def test_subset_is_the_same_for_any_topology():
   give the same subset and the same host batches (the per-process batch is
   the global one). Several processes share it out disjointly.
   """
-  indices, labels = input_pipeline.label_subset(_subset_config())
+  indices, labels = sources.label_subset(_subset_config())
   # 256 synthetic examples, labels i % 10: 26 of classes 0-5 (6.5 -> 7), 25
   # of classes 6-9 (6.25 -> 6).
   assert np.bincount(labels).tolist() == [7] * 6 + [6] * 4
   np.testing.assert_array_equal(labels, indices % 10)
   for count in (1, 2, 8):
-    shares = [input_pipeline.process_share(indices, p, count)
+    shares = [sources.process_share(indices, p, count)
               for p in range(count)]
     np.testing.assert_array_equal(np.concatenate(shares), indices)
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
-  assert input_pipeline.label_subset(_config()) is None  # fraction 1: all
+  assert sources.label_subset(_config()) is None  # fraction 1: all
 
 
 def _constant_images(num_train_examples, image_size, channels, seed,
@@ -178,8 +178,8 @@ def _drawn(batch):
 def test_in_memory_training_draws_only_the_subset(monkeypatch):
   monkeypatch.setattr(synthetic, 'labelled_images', _constant_images)
   config = _subset_config()
-  indices, _ = input_pipeline.label_subset(config)
-  it = input_pipeline.create_train_iterator(config, 16, views=1,
+  indices, _ = sources.label_subset(config)
+  it = sources.create_train_iterator(config, 16, views=1,
                                             subset=indices)
   batches = [next(it) for _ in range(3 * len(indices) // 16)]  # 3 epochs
   drawn = np.concatenate([_drawn(b) for b in batches])
@@ -190,7 +190,7 @@ def test_in_memory_training_draws_only_the_subset(monkeypatch):
   np.testing.assert_array_equal(
       np.concatenate([b['label'] for b in batches]), drawn % 10)
   # Resuming at batch 5 continues the same stream.
-  resumed = input_pipeline.create_train_iterator(config, 16, start_step=5,
+  resumed = sources.create_train_iterator(config, 16, start_step=5,
                                                  views=1, subset=indices)
   np.testing.assert_array_equal(next(resumed)['image'], batches[5]['image'])
 
@@ -200,7 +200,7 @@ def _fresh_backbone(config):
   model = classify.Classifier(simsiam.create_model(config.model).backbone,
                               synthetic.NUM_CLASSES, frozen=False)
   x = jnp.zeros((2, config.data.image_size, config.data.image_size, 3))
-  with jax.threefry_partitionable(False):  # as train.init_replicated
+  with jax.threefry_partitionable(False):  # as state_lib.create
     fresh = jax.jit(model.init, static_argnames='train')(
         jax.random.key(config.seed), x, train=False)
   return jax.device_get(fresh['params']['backbone'])
@@ -223,7 +223,7 @@ def test_scratch_subset_run_starts_fresh_and_resumes_bit_identically(
   assert summary['num_train_examples'] == 66 and summary['epochs'] == 1.5
   with open(os.path.join(whole, classify.SUBSET_FILE)) as f:
     record = json.load(f)
-  assert record['indices'] == input_pipeline.label_subset(config)[0].tolist()
+  assert record['indices'] == sources.label_subset(config)[0].tolist()
   assert record['class_counts'] == [7] * 6 + [6] * 4
   # Random weights: those of a fresh init, none of the pretrained ones.
   state = _saved_items(whole, 6)

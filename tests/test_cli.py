@@ -90,7 +90,7 @@ def test_trainer_runs_without_tensorflow(tmp_path):
       [sys.executable, '-c', BLOCK_TF, '--config=configs/tiny.py',
        f'--workdir={tmp_path}/run', '--config.data.augment_on=device',
        '--config.data.resident=True', '--config.knn.every_epochs=0',
-       '--config.knn.batch_size=128', '--config.batch_size=64', *data],
+       '--config.eval.batch_size=128', '--config.batch_size=64', *data],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
       env=os.environ.copy())
   assert result.returncode == 0, result.stderr[-3000:]

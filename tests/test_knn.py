@@ -13,7 +13,7 @@ from simsiam_jax import checkpointing
 from simsiam_jax import optim
 from simsiam_jax import parallel
 from simsiam_jax import pretrained
-from simsiam_jax import train
+from simsiam_jax import state as state_lib
 from simsiam_jax.data import synthetic
 from simsiam_jax.evaluation import knn
 from simsiam_jax.evaluation import monitor
@@ -47,16 +47,29 @@ def data():
   return train, train_labels, test, test_labels, num_classes
 
 
+def _pad_rows(arrays, multiple: int):
+  """Pads each array's rows to a multiple; returns (padded arrays, mask)."""
+  n = len(arrays[0])
+  pad = (-n) % multiple
+  mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
+  return [np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
+          for a in arrays], mask
+
+
+def _shard_rows(array, mesh):
+  return jax.device_put(array, parallel.data_sharded(mesh))
+
+
 @pytest.mark.parametrize('num_devices', [1, 8])
 @pytest.mark.parametrize('k,temperature', [(20, 0.1), (200, 0.5), (1, 0.1)])
 def test_matches_numpy(data, num_devices, k, temperature):
   train, train_labels, test, test_labels, num_classes = data
   mesh = parallel.create_mesh(jax.devices()[:num_devices])
   # 300 rows padded to a multiple of 8: padding must never be a neighbour.
-  (train_p, labels_p), mask = knn.pad_rows([train, train_labels], 8)
+  (train_p, labels_p), mask = _pad_rows([train, train_labels], 8)
   acc = knn.knn_accuracy(
-      knn.shard_rows(train_p, mesh), knn.shard_rows(labels_p, mesh),
-      knn.shard_rows(mask, mesh), test, test_labels, np.ones(90, bool), mesh,
+      _shard_rows(train_p, mesh), _shard_rows(labels_p, mesh),
+      _shard_rows(mask, mesh), test, test_labels, np.ones(90, bool), mesh,
       k=k, temperature=temperature, num_classes=num_classes, query_batch=32)
   want = _numpy_knn(train, train_labels, test, k, temperature, num_classes)
   assert acc == pytest.approx(np.mean(want == test_labels), abs=1e-9)
@@ -67,9 +80,9 @@ def test_matches_numpy(data, num_devices, k, temperature):
 def test_masked_queries_do_not_count(data):
   train, train_labels, test, test_labels, num_classes = data
   mesh = parallel.create_mesh()
-  (train_p, labels_p), mask = knn.pad_rows([train, train_labels], 8)
-  args = (knn.shard_rows(train_p, mesh), knn.shard_rows(labels_p, mesh),
-          knn.shard_rows(mask, mesh))
+  (train_p, labels_p), mask = _pad_rows([train, train_labels], 8)
+  args = (_shard_rows(train_p, mesh), _shard_rows(labels_p, mesh),
+          _shard_rows(mask, mesh))
   test_mask = np.arange(90) < 45
   acc = knn.knn_accuracy(*args, test, test_labels, test_mask, mesh, k=20,
                          num_classes=num_classes, query_batch=32)
@@ -82,7 +95,7 @@ def test_masked_queries_do_not_count(data):
 
 def _config(cache_dir, **overrides):
   c = tiny.get_config()
-  c.knn.batch_size = 64
+  c.eval.batch_size = 64
   c.knn.k = 20
   c.knn.cache_dir = str(cache_dir)
   c.update_from_flattened_dict(overrides)
@@ -122,9 +135,9 @@ def test_random_init_baseline_uses_bn_batch_statistics(baselines):
   config, mon, values = baselines
   variables = mon.random_init_variables(config.seed)
   # The very network pretraining starts from.
-  start = train.create_train_state(
-      mon.model, optax.sgd(0.1), jax.random.key(config.seed), (16, 16, 3),
-      mon.mesh)
+  start = state_lib.create(
+      state_lib.simsiam_initializer(mon.model, optax.sgd(0.1), (16, 16, 3)),
+      mon.mesh, jax.random.key(config.seed))
   jax.tree.map(np.testing.assert_array_equal, variables['params'],
                start.params)
   variables = jax.device_get(variables)
@@ -211,8 +224,9 @@ def test_knn_eval_mode_reports_the_baselines(baselines, tmp_path):
   config, mon, values = baselines
   pretrain_dir = str(tmp_path / 'pretrain')  # a run's step-0 checkpoint
   tx, _ = optim.create_optimizer(config, 1, 1 << 30)
-  state = train.create_train_state(mon.model, tx, jax.random.key(config.seed),
-                                   (16, 16, 3), mon.mesh)
+  state = state_lib.create(
+      state_lib.simsiam_initializer(mon.model, tx, (16, 16, 3)),
+      mon.mesh, jax.random.key(config.seed))
   ckpt = checkpointing.Checkpointer(pretrain_dir, config)
   ckpt.save(0, state, force=True)
   ckpt.wait()

@@ -32,7 +32,11 @@ def test_feature_dim(depth, dim):
   out = jax.eval_shape(
       lambda: resnet.ResNet(depth=depth).init_with_output(
           jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)[0])
-  assert out.shape == (1, dim) == (1, resnet.feature_dim(depth))
+  assert out.shape == (1, dim)
+
+
+def _init(model, *inputs):
+  return jax.jit(model.init)(jax.random.key(0), *inputs)
 
 
 def _tiny_model(**overrides):
@@ -80,7 +84,7 @@ def test_predictor_none_returns_z():
   model, _ = _tiny_model(predictor='none')
   x1 = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
   x2 = jax.random.normal(jax.random.key(2), (4, 16, 16, 3))
-  variables = simsiam.init_variables(model, jax.random.key(0), x1, x2)
+  variables = _init(model, x1, x2)
   assert 'predictor' not in variables['params']
   (z1, z2, p1, p2), _ = jax.jit(functools.partial(
       model.apply, mutable=['batch_stats']))(variables, x1, x2)
@@ -94,7 +98,7 @@ def test_each_view_has_its_own_batch_statistics():
   key = jax.random.key(3)
   x1, x2, x2b = (jax.random.normal(k, (8, 16, 16, 3))
                  for k in jax.random.split(key, 3))
-  variables = simsiam.init_variables(model, jax.random.key(0), x1, x2)
+  variables = _init(model, x1, x2)
   apply = jax.jit(lambda a, b: model.apply(variables, a, b,
                                            mutable=['batch_stats'])[0])
   z1, _, p1, _ = apply(x1, x2)
@@ -107,7 +111,7 @@ def test_each_view_has_its_own_batch_statistics():
 def test_zero_init_residual(zero):
   model = resnet.ResNet(depth=18, width=8, stage_sizes=(1, 1, 1, 1),
                         zero_init_residual=zero)
-  variables = simsiam.init_variables(model, jax.random.key(0),
+  variables = _init(model,
                                      jnp.zeros((2, 16, 16, 3)))
   scale = variables['params']['layer1_0']['bn2']['scale']
   np.testing.assert_array_equal(scale, 0.0 if zero else 1.0)
@@ -116,7 +120,7 @@ def test_zero_init_residual(zero):
 def test_bfloat16_compute_float32_params():
   model, _ = _tiny_model(dtype='bfloat16')
   x = jnp.ones((2, 16, 16, 3))
-  variables = simsiam.init_variables(model, jax.random.key(0), x, x)
+  variables = _init(model, x, x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
   (z1, _, p1, _), _ = jax.jit(functools.partial(
       model.apply, mutable=['batch_stats']))(variables, x, x)

@@ -24,8 +24,10 @@ from configs import tiny  # pylint: disable=g-import-not-at-top,wrong-import-pos
 from simsiam_jax import checkpointing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from simsiam_jax import optim  # pylint: disable=g-import-not-at-top,wrong-import-position
 from simsiam_jax import parallel  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax import state as state_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from simsiam_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from simsiam_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax.data import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax.data import tfds_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from simsiam_jax.models import simsiam  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests import fmnist_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests.conftest import REPO_ROOT  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -35,7 +37,7 @@ OVERRIDES = {'data.dataset': 'fashion_mnist_debian', 'data.image_size': 16,
              'data.shuffle_buffer': 64, 'batch_size': 16,
              'num_train_steps': STEPS, 'log_every_steps': 2,
              'checkpoint_every_steps': 2, 'knn.every_epochs': 0,
-             'knn.batch_size': 16, 'knn.k': 10}
+             'eval.batch_size': 16, 'knn.k': 10}
 
 
 def _config(data_dir, manual_dir):
@@ -58,7 +60,7 @@ def two_process_run(tmp_path_factory):
   manual.mkdir()
   fmnist_files.write_random(manual, 96, 40)
   config = _config(root / 'tfds', manual)
-  pipeline.get_builder(config.data)  # prepare once, before the processes start
+  tfds_pipeline.get_builder(config.data)  # prepare once, before the processes start
   workdir = root / 'run'
   port = _free_port()
   env = dict(os.environ)
@@ -81,16 +83,17 @@ def two_process_run(tmp_path_factory):
 def _reference(config):
   """One process, 8 devices, the two processes' local batches concatenated."""
   mesh = parallel.create_mesh()
-  builder = pipeline.get_builder(config.data)
+  builder = tfds_pipeline.get_builder(config.data)
   local = config.batch_size // NUM_PROCESSES
-  iters = [pipeline.as_numpy(pipeline.train_dataset(
+  iters = [tfds_pipeline.as_numpy(tfds_pipeline.train_dataset(
       config.data, builder, config.seed, local, p, NUM_PROCESSES))
            for p in range(NUM_PROCESSES)]
   model = simsiam.create_model(config.model)
-  steps_per_epoch, _ = train.num_steps(config, 96)  # as the trainer does
+  steps_per_epoch, _ = sources.num_steps(config, 96)  # as the trainer does
   tx, schedule = optim.create_optimizer(config, steps_per_epoch, STEPS)
-  state = train.create_train_state(model, tx, jax.random.key(config.seed),
-                                   (16, 16, 3), mesh)
+  state = state_lib.create(
+      state_lib.simsiam_initializer(model, tx, (16, 16, 3)),
+      mesh, jax.random.key(config.seed))
   step = train.make_train_step(config, mesh, schedule)
   losses = []
   for _ in range(STEPS):
@@ -115,8 +118,9 @@ def test_two_processes_equal_one(two_process_run):
                              rtol=1e-5, atol=1e-6)
   # The checkpoint written by the two processes restores in this one.
   ckpt = checkpointing.Checkpointer(str(workdir), config, read_only=True)
-  restored = ckpt.restore(train.abstract_train_state(
-      model, tx, jax.random.key(0), (16, 16, 3), mesh))
+  restored = ckpt.restore(state_lib.abstract(
+      state_lib.simsiam_initializer(model, tx, (16, 16, 3)),
+      mesh, jax.random.key(0)))
   assert parallel.step_of(restored) == STEPS
   for name in ('params', 'batch_stats', 'opt_state'):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(

@@ -10,9 +10,10 @@ import pytest
 tf = pytest.importorskip('tensorflow')
 
 from configs import fashion_mnist as fm_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from simsiam_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top,wrong-import-position
-from simsiam_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from simsiam_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax.data import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax.data import idx_files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax.data import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simsiam_jax.data import tfds_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests import fmnist_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 N_TRAIN, N_TEST = 96, 40
@@ -31,26 +32,26 @@ def small_fmnist(tmp_path_factory):
   dc.shuffle_buffer = 128
   # The tf.data path with host augmentation, whatever the demo's default.
   dc.augment_on, dc.resident = 'host', False
-  builder = pipeline.get_builder(dc)
+  builder = tfds_pipeline.get_builder(dc)
   return dc, builder
 
 
 def test_builder_prepares_from_idx_files(small_fmnist):
   dc, builder = small_fmnist
   assert builder.is_prepared()
-  assert pipeline.num_examples(builder, 'train') == N_TRAIN
-  assert pipeline.num_examples(builder, 'test') == N_TEST
+  assert tfds_pipeline.num_examples(builder, 'train') == N_TRAIN
+  assert tfds_pipeline.num_examples(builder, 'test') == N_TEST
   # Prepared once: a second builder finds it and does not need the files.
   dc2 = dc.copy_and_resolve_references()
   dc2.manual_dir = '/nonexistent'
-  assert pipeline.get_builder(dc2).is_prepared()
+  assert tfds_pipeline.get_builder(dc2).is_prepared()
 
 
 def _first_batches(dc, builder, seed, n=2, process_index=0, process_count=1,
                    batch=8):
-  ds = pipeline.train_dataset(dc, builder, seed, batch, process_index,
+  ds = tfds_pipeline.train_dataset(dc, builder, seed, batch, process_index,
                               process_count)
-  it = pipeline.as_numpy(ds)
+  it = tfds_pipeline.as_numpy(ds)
   return [next(it) for _ in range(n)]
 
 
@@ -79,7 +80,7 @@ def test_same_seed_same_views_other_seed_differs(small_fmnist):
 def test_skip_to_step_resumes_the_stream(small_fmnist):
   dc, builder = small_fmnist
   full = _first_batches(dc, builder, seed=5, n=3)
-  resumed = pipeline.as_numpy(pipeline.train_dataset(dc, builder, 5, 8, 0, 1,
+  resumed = tfds_pipeline.as_numpy(tfds_pipeline.train_dataset(dc, builder, 5, 8, 0, 1,
                                                      start_step=2))
   np.testing.assert_array_equal(next(resumed)['view2'], full[2]['view2'])
 
@@ -97,7 +98,7 @@ def test_processes_read_disjoint_examples_covering_the_split(small_fmnist):
   seen = []
   for p in range(2):
     ids = set()
-    for batch in pipeline.as_numpy(pipeline.eval_dataset(raw, builder, 'test',
+    for batch in tfds_pipeline.as_numpy(tfds_pipeline.eval_dataset(raw, builder, 'test',
                                                          16, p, 2)):
       ids |= _ids(batch['image'][batch['mask']])
     seen.append(ids)
@@ -107,7 +108,7 @@ def test_processes_read_disjoint_examples_covering_the_split(small_fmnist):
 
 def test_eval_batches_are_padded_and_masked(small_fmnist):
   dc, builder = small_fmnist
-  batches = list(pipeline.as_numpy(pipeline.eval_dataset(dc, builder, 'test',
+  batches = list(tfds_pipeline.as_numpy(tfds_pipeline.eval_dataset(dc, builder, 'test',
                                                          16, 0, 1)))
   assert [b['image'].shape[0] for b in batches] == [16, 16, 16]
   assert sum(int(b['mask'].sum()) for b in batches) == N_TEST
@@ -120,8 +121,8 @@ def test_unprepared_dataset_fails_fast_with_instructions(tmp_path):
   for allow in (False, True):
     dc.allow_download = allow
     t = time.time()
-    with pytest.raises(pipeline.DatasetNotReady, match='tfds build cifar10'):
-      pipeline.get_builder(dc)
+    with pytest.raises(errors.DatasetNotReady, match='tfds build cifar10'):
+      tfds_pipeline.get_builder(dc)
     assert time.time() - t < 10
 
 
@@ -129,26 +130,26 @@ def test_missing_debian_files_name_the_package(tmp_path):
   dc = fm_config.get_config().data
   dc.data_dir = str(tmp_path / 'tfds')
   dc.manual_dir = str(tmp_path)
-  with pytest.raises(pipeline.DatasetNotReady,
+  with pytest.raises(errors.DatasetNotReady,
                      match='apt-get install -y dataset-fashion-mnist'):
-    pipeline.get_builder(dc)
+    tfds_pipeline.get_builder(dc)
 
 
 def test_unknown_dataset_name():
   dc = fm_config.get_config().data
   dc.dataset = 'no_such_dataset_xyz'
   with pytest.raises(ValueError, match='Unknown dataset'):
-    pipeline.get_builder(dc)
+    tfds_pipeline.get_builder(dc)
 
 
-@pytest.mark.skipif(not os.path.isdir(fashion_mnist.DEBIAN_DIR),
+@pytest.mark.skipif(not os.path.isdir(idx_files.DEBIAN_DIR),
                     reason='Debian package dataset-fashion-mnist not installed '
                     '(make test installs it when run as root)')
 def test_debian_files_read():
-  images = fashion_mnist.read_idx(os.path.join(
-      fashion_mnist.DEBIAN_DIR, 't10k-images-idx3-ubyte.gz'))
-  labels = fashion_mnist.read_idx(os.path.join(
-      fashion_mnist.DEBIAN_DIR, 't10k-labels-idx1-ubyte.gz'))
+  images = idx_files.read_idx(os.path.join(
+      idx_files.DEBIAN_DIR, 't10k-images-idx3-ubyte.gz'))
+  labels = idx_files.read_idx(os.path.join(
+      idx_files.DEBIAN_DIR, 't10k-labels-idx1-ubyte.gz'))
   assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
   assert set(np.unique(labels)) == set(range(10))
 
@@ -165,7 +166,7 @@ def test_pretraining_on_tfds_ends_with_knn(small_fmnist, tmp_path):
   config.batch_size = 16
   config.num_train_steps = 3
   config.knn.every_epochs = 0
-  config.knn.batch_size = 16
+  config.eval.batch_size = 16
   config.knn.k = 10
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['step'] == 3
@@ -199,7 +200,7 @@ def constant_fmnist(tmp_path_factory):
   dc.augment_on, dc.resident = 'host', False
   dc.aug.jitter_prob = dc.aug.grayscale_prob = dc.aug.blur_prob = 0.0
   dc.aug.mean, dc.aug.std = (0.0,) * 3, (1 / 255,) * 3  # pixel values back
-  return dc, pipeline.get_builder(dc)
+  return dc, tfds_pipeline.get_builder(dc)
 
 
 def _example_ids(batch):
@@ -208,13 +209,13 @@ def _example_ids(batch):
 
 def _ids_by_index(builder):
   """Example id of each train example index (the unshuffled read order)."""
-  ds = pipeline._in_index_order(builder, 'train', None)  # pylint: disable=protected-access
-  return np.array([int(ex['image'][0, 0, 0]) for ex in pipeline.as_numpy(ds)])
+  ds = tfds_pipeline._in_index_order(builder, 'train', None)  # pylint: disable=protected-access
+  return np.array([int(ex['image'][0, 0, 0]) for ex in tfds_pipeline.as_numpy(ds)])
 
 
 def test_split_labels_are_in_example_index_order(constant_fmnist):
   _, builder = constant_fmnist
-  labels = pipeline.split_labels(builder, 'train')
+  labels = tfds_pipeline.split_labels(builder, 'train')
   ids = _ids_by_index(builder)
   assert sorted(ids) == list(range(N_CONST))
   np.testing.assert_array_equal(labels, ids % 10)
@@ -222,8 +223,8 @@ def test_split_labels_are_in_example_index_order(constant_fmnist):
 
 def _subset_stream(dc, builder, indices, n, process_index=0, process_count=1,
                    start_step=0, batch=8, seed=0):
-  share = input_pipeline.process_share(indices, process_index, process_count)
-  it = pipeline.as_numpy(pipeline.train_dataset(
+  share = sources.process_share(indices, process_index, process_count)
+  it = tfds_pipeline.as_numpy(tfds_pipeline.train_dataset(
       dc, builder, seed, batch, process_index, process_count, start_step,
       views=1, indices=share))
   return [next(it) for _ in range(n)]
@@ -231,8 +232,8 @@ def _subset_stream(dc, builder, indices, n, process_index=0, process_count=1,
 
 def test_tfds_training_draws_only_the_subset(constant_fmnist):
   dc, builder = constant_fmnist
-  labels = pipeline.split_labels(builder, 'train')
-  indices = input_pipeline.select_subset(labels, 0.2, seed=0)
+  labels = tfds_pipeline.split_labels(builder, 'train')
+  indices = sources.select_subset(labels, 0.2, seed=0)
   assert len(indices) == 20 and np.bincount(labels[indices]).tolist() == [2] * 10
   want = set(_ids_by_index(builder)[indices].tolist())
   batches = _subset_stream(dc, builder, indices, n=3 * 20 // 8)  # 3 epochs
@@ -260,15 +261,15 @@ def test_scratch_finetuning_on_a_tfds_label_subset(constant_fmnist, tmp_path):
     config.data = dc.copy_and_resolve_references()
   config.update_from_flattened_dict({
       'mode': 'finetune', 'data.image_size': 16, 'batch_size': 16,
-      'num_train_steps': 2, 'knn.batch_size': 16,
+      'num_train_steps': 2, 'eval.batch_size': 16,
       'classifier.from_scratch': True, 'classifier.label_fraction': 0.2})
   summary = classify.train_and_evaluate(config, str(tmp_path))
   assert summary['num_train_examples'] == 20 and summary['step'] == 2
   assert 0.0 <= summary['finetune_top1'] <= 1.0
   with open(tmp_path / classify.SUBSET_FILE) as f:
     record = json.load(f)
-  labels = pipeline.split_labels(builder, 'train')
-  assert record['indices'] == input_pipeline.select_subset(
+  labels = tfds_pipeline.split_labels(builder, 'train')
+  assert record['indices'] == sources.select_subset(
       labels, 0.2, 0).tolist()
 
 
@@ -287,12 +288,12 @@ def test_imagenet_train_crop_decodes_only_the_window():
   dc = imagenet.get_config().data
   jpeg = _jpeg()
   seed = tf.constant([3, 4], tf.int64)
-  got = pipeline._crop_train({'image': tf.constant(jpeg)}, seed, None, dc)
+  got = tfds_pipeline._crop_train({'image': tf.constant(jpeg)}, seed, None, dc)
   # Same window cut from the fully decoded image, then resized.
   full = tf.cast(tf.io.decode_jpeg(jpeg), tf.float32) / 255.0
-  w = pipeline.augment.crop_window(tf.shape(full)[:2], seed,
+  w = tfds_pipeline.augment.crop_window(tf.shape(full)[:2], seed,
                                    dc.aug.crop_scale, dc.aug.crop_ratio)
-  want = pipeline.augment.resize(
+  want = tfds_pipeline.augment.resize(
       tf.image.crop_to_bounding_box(full, w[0], w[1], w[2], w[3]), 224)
   assert got.shape == (224, 224, 3)
   # The fused op decodes the same pixels (up to JPEG block decoding).
@@ -304,7 +305,7 @@ def test_imagenet_eval_resizes_256_and_centre_crops_224():
   dc = imagenet.get_config().data
   dc.aug.mean, dc.aug.std = (0.0,) * 3, (1.0,) * 3
   jpeg = _jpeg(375, 500)
-  got = pipeline.eval_image({'image': tf.constant(jpeg)}, None, dc).numpy()
+  got = tfds_pipeline.eval_image({'image': tf.constant(jpeg)}, None, dc).numpy()
   full = tf.cast(tf.io.decode_jpeg(jpeg), tf.float32) / 255.0
   resized = tf.image.resize(full, [256, 341], antialias=True).numpy()
   top, left = (256 - 224) // 2, (341 - 224) // 2

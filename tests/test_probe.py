@@ -12,7 +12,7 @@ from simsiam_jax import checkpointing
 from simsiam_jax import main
 from simsiam_jax import optim
 from simsiam_jax import parallel
-from simsiam_jax import train
+from simsiam_jax import state as state_lib
 from simsiam_jax.evaluation import probe
 from simsiam_jax.models import simsiam
 
@@ -69,15 +69,16 @@ def test_deterministic_and_l2_picked_without_the_test_split():
 
 def test_fast_probe_mode_on_a_pretraining_checkpoint(tmp_path):
   config = tiny.get_config()
-  config.knn.batch_size = 64
+  config.eval.batch_size = 64
   config.knn.cache_dir = str(tmp_path / 'cache')
   # A pretraining run's step-0 checkpoint (no train step to compile).
   pretrain_dir = str(tmp_path / 'pretrain')
   mesh = parallel.create_mesh()
   tx, _ = optim.create_optimizer(config, 1, 1 << 30)
-  state = train.create_train_state(
-      simsiam.create_model(config.model), tx, jax.random.key(0), (16, 16, 3),
-      mesh)
+  state = state_lib.create(
+      state_lib.simsiam_initializer(
+          simsiam.create_model(config.model), tx, (16, 16, 3)),
+      mesh, jax.random.key(0))
   ckpt = checkpointing.Checkpointer(pretrain_dir, config)
   ckpt.save(0, state, force=True)
   ckpt.wait()

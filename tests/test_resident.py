@@ -10,7 +10,9 @@ import pytest
 
 from configs import tiny
 from simsiam_jax import parallel
+from simsiam_jax.data import errors
 from simsiam_jax.data import resident
+from simsiam_jax.data import sources
 
 
 def _identity_aug(c):
@@ -59,22 +61,24 @@ def test_missing_files_name_the_package(tmp_path):
   c = tiny.get_config()
   c.data.dataset = 'fashion_mnist_debian'
   c.data.manual_dir = str(tmp_path)
-  with pytest.raises(resident.ResidentDataError, match='dataset-fashion-mnist'):
+  with pytest.raises(errors.ResidentDataError, match='dataset-fashion-mnist'):
     resident.load_uint8(c, 'train')
 
 
-def test_resident_needs_device_augmentation():
+@pytest.mark.parametrize('overrides,match', [
+    ({'resident': True}, 'augment_on=device'),
+    ({'augment_on': 'gpu'}, 'augment_on must be one of'),
+    ({'aug.crop_size': -1}, 'crop_size must be >= 0'),
+    ({'aug.mean': (0.5,)}, 'one value per channel'),
+])
+def test_bad_data_config_is_refused_before_reading(overrides, match):
   c = tiny.get_config()
-  c.data.resident = True
-  with pytest.raises(ValueError, match='augment_on'):
-    resident.prepare_fn(c, parallel.create_mesh(), 10)
-
-
-def test_negative_crop_size_is_refused():
-  c = tiny.get_config()
-  c.data.aug.crop_size = -1
-  with pytest.raises(ValueError, match='crop_size must be >= 0'):
-    resident.prepare_fn(c, parallel.create_mesh(), 10)
+  c.data.dataset = 'no_such_dataset'  # reading it would fail otherwise
+  for k, v in overrides.items():
+    section, _, name = k.rpartition('.')
+    (c.data[section] if section else c.data)[name] = v
+  with pytest.raises(errors.DataConfigError, match=match):
+    sources.make_train_source(c, parallel.create_mesh(), c.batch_size)
 
 
 @pytest.mark.parametrize('n', [1, 2, 3, 17, 1000, 7500, 60000])

@@ -45,7 +45,7 @@ def experiment_config(data_dir, manual_dir, stop_gradient: bool):
   c.knn.every_epochs = 0
   c.loss.stop_gradient = stop_gradient
   c.collapse.patience_steps = 40
-  c.knn.batch_size = 256
+  c.eval.batch_size = 256
   c.data.data_dir = str(data_dir)
   c.data.manual_dir = str(manual_dir)
   c.data.shuffle_buffer = N_TRAIN

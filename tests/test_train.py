@@ -9,10 +9,13 @@ import pytest
 
 from configs import imagenet
 from configs import tiny
+from simsiam_jax import loop
 from simsiam_jax import optim
 from simsiam_jax import parallel
+from simsiam_jax import state as state_lib
 from simsiam_jax import train
-from simsiam_jax.data import input_pipeline
+from simsiam_jax import workdir as workdir_lib
+from simsiam_jax.data import sources
 from simsiam_jax.data import synthetic
 from simsiam_jax.models import simsiam
 
@@ -24,7 +27,8 @@ def _one_step(config, devices, batch):
   tx, schedule = optim.create_optimizer(config, steps_per_epoch=16,
                                         num_train_steps=64)
   shape = batch['view1'].shape[1:]
-  state = train.create_train_state(model, tx, jax.random.key(0), shape, mesh)
+  state = state_lib.create(
+      state_lib.simsiam_initializer(model, tx, shape), mesh, jax.random.key(0))
   step = train.make_train_step(config, mesh, schedule)
   state, metrics = step(state, parallel.host_to_global(batch, mesh))
   return jax.device_get((state.params, state.batch_stats, state.opt_state,
@@ -75,14 +79,14 @@ def test_batch_larger_than_dataset_is_an_error():
   config = tiny.get_config()
   config.batch_size = 512
   with pytest.raises(ValueError, match='larger than the training split'):
-    train.num_steps(config, 256)
+    sources.num_steps(config, 256)
 
 
 def test_num_steps_from_epochs():
   config = tiny.get_config()
   config.num_train_steps = -1
   config.num_epochs = 3.0
-  assert train.num_steps(config, 256) == (16, 48)
+  assert sources.num_steps(config, 256) == (16, 48)
 
 
 @pytest.mark.slow  # ResNet-50's compile alone takes about a minute here
@@ -102,7 +106,7 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path, monkeypatch):
   config = tiny.get_config()
   config.num_train_steps = 6
   config.log_every_steps = 3
-  real = input_pipeline.create_train_iterator
+  real = sources.create_train_iterator
 
   def poisoned(config, local_batch, start_step=0):
     for i, batch in enumerate(real(config, local_batch, start_step)):
@@ -110,7 +114,7 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path, monkeypatch):
         batch = dict(batch, view1=np.full_like(batch['view1'], np.nan))
       yield batch
 
-  monkeypatch.setattr(input_pipeline, 'create_train_iterator', poisoned)
+  monkeypatch.setattr(sources, 'create_train_iterator', poisoned)
   config.checkpoint_every_steps = 2
   with pytest.raises(FloatingPointError,
                      match='at step 5.*last good checkpoint is step 4'):
@@ -120,7 +124,7 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path, monkeypatch):
                 if d.name.isdigit()) == [2, 4]
   rows = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
   assert [r['step'] for r in rows if 'loss' in r] == [3]
-  assert not os.path.exists(tmp_path / train.SUMMARY_FILE)
+  assert not os.path.exists(tmp_path / workdir_lib.SUMMARY_FILE)
 
 
 def _losses(config, num_steps=8):
@@ -129,8 +133,9 @@ def _losses(config, num_steps=8):
   model = simsiam.create_model(config.model)
   tx, schedule = optim.create_optimizer(config, steps_per_epoch=16,
                                         num_train_steps=64)
-  state = train.create_train_state(model, tx, jax.random.key(0), (16, 16, 3),
-                                   mesh)
+  state = state_lib.create(
+      state_lib.simsiam_initializer(model, tx, (16, 16, 3)),
+      mesh, jax.random.key(0))
   step = train.make_train_step(config, mesh, schedule)
   batches = synthetic.train_batches(256, 16, 3, 32, seed=0)
   losses = []
@@ -186,8 +191,8 @@ def test_distributed_start_up_is_detected(monkeypatch, env, expected):
 
 def test_progress_rate_excludes_the_steps_before_an_evaluation(monkeypatch):
   clock = iter([0.0, 10.0, 20.0, 50.0, 60.0])  # start, step 1, 20, eval end, 40
-  monkeypatch.setattr(train.time, 'perf_counter', lambda: next(clock))
-  progress = train.Progress(num_train_steps=100, global_batch_size=10)
+  monkeypatch.setattr(loop.time, 'perf_counter', lambda: next(clock))
+  progress = loop.Progress(num_train_steps=100, global_batch_size=10)
   progress.first_step_done(1)          # t = 10
   assert progress.rate(20)['steps_per_sec'] == pytest.approx(19 / 10)
   progress.pause_done(20)              # evaluation from t = 20 to 50

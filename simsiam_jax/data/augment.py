@@ -194,6 +194,16 @@ def random_gaussian_blur(image, seed, p: float, sigma_min: float,
                  lambda: image)
 
 
+def to_unit_float(image: tf.Tensor) -> tf.Tensor:
+  """uint8 pixels -> float32 in [0, 1] (device_augment.to_float's twin)."""
+  return tf.cast(image, tf.float32) / 255.0
+
+
+def to_uint8(image: tf.Tensor) -> tf.Tensor:
+  """float32 in [0, 1] -> the nearest uint8 pixels, what device batches ship."""
+  return tf.cast(tf.round(255.0 * tf.clip_by_value(image, 0.0, 1.0)), tf.uint8)
+
+
 def normalize(image, mean: Sequence[float], std: Sequence[float]):
   return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 

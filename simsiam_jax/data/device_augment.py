@@ -4,7 +4,9 @@ Same names, semantics and config fields as the tf.data ops in augment.py
 (torchvision's): pure functions of (image, key) on one image [H, W, 3]
 float32 in [0, 1]. `augment_batch` vmaps them with one key per example
 inside the jitted train step, so they run sharded with the batch and the
-host only ships uint8 pixels. No TensorFlow here.
+host only ships uint8 pixels. `host_crop_views` is that in-step function
+for crops made on the host (`data.augment_on='device'`); resident data sets
+have theirs in resident.py. No TensorFlow here.
 
 dm-pix supplies the hue rotation (its adjust_hue equals tf.image.adjust_hue
 on [0, 1] images); brightness, contrast and saturation are written out
@@ -19,6 +21,8 @@ import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import ml_collections
+
+from simsiam_jax import rngs
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 _CROP_TRIES = 10
@@ -243,3 +247,16 @@ def network_input(images, aug: ml_collections.ConfigDict):
   if images.dtype != jnp.uint8:
     return images
   return normalize(to_float(images), aug.mean, aug.std)
+
+
+def host_crop_views(batch: dict, step, *, config: ml_collections.ConfigDict):
+  """{'view1', 'view2': uint8 crops from the host} -> augmented float views; in jit.
+
+  The in-step function of `data.augment_on='device'` with host data: the
+  host crops and ships uint8, the rest of each view's recipe runs here.
+  """
+  key = jax.random.fold_in(rngs.key(config.seed, 'host_crops'), step)
+  return {f'view{v}': augment_batch(batch[f'view{v}'],
+                                    jax.random.fold_in(key, v),
+                                    config.data.aug)
+          for v in (1, 2)}

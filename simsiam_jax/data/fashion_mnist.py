@@ -12,12 +12,6 @@ import tensorflow_datasets as tfds
 
 from simsiam_jax.data import idx_files
 
-# The files' names and reader live in idx_files (no TensorFlow there).
-DEBIAN_DIR = idx_files.DEBIAN_DIR
-FILES = idx_files.FILES
-CLASSES = idx_files.CLASSES
-read_idx = idx_files.read_idx
-missing_files = idx_files.missing_files
 
 
 class FashionMnistDebian(tfds.core.GeneratorBasedBuilder):
@@ -27,30 +21,30 @@ class FashionMnistDebian(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'From Debian dataset-fashion-mnist IDX files.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f'Run `apt-get install -y dataset-fashion-mnist` (files land in '
-      f'{DEBIAN_DIR}), or put the four Fashion-MNIST .gz IDX files in '
-      'manual_dir.')
+      f'{idx_files.DEBIAN_DIR}), or put the four Fashion-MNIST .gz IDX files '
+      'in manual_dir.')
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             'image': tfds.features.Image(shape=(28, 28, 1)),
-            'label': tfds.features.ClassLabel(names=CLASSES),
+            'label': tfds.features.ClassLabel(names=idx_files.CLASSES),
         }),
         supervised_keys=('image', 'label'),
         homepage='https://github.com/zalandoresearch/fashion-mnist')
 
   def _split_generators(self, dl_manager):
     directory = str(dl_manager.manual_dir)
-    missing = missing_files(directory)
+    missing = idx_files.missing_files(directory)
     if missing:
       raise FileNotFoundError(
           f'Fashion-MNIST files {missing} not found in {directory}. '
           + self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     return {split: self._generate_examples(directory, *names)
-            for split, names in FILES.items()}
+            for split, names in idx_files.FILES.items()}
 
   def _generate_examples(self, directory, images_file, labels_file):
-    images = read_idx(os.path.join(directory, images_file))
-    labels = read_idx(os.path.join(directory, labels_file))
+    images = idx_files.read_idx(os.path.join(directory, images_file))
+    labels = idx_files.read_idx(os.path.join(directory, labels_file))
     for i, (image, label) in enumerate(zip(images, labels)):
       yield i, {'image': image[..., None], 'label': int(label)}

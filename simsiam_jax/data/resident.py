@@ -15,7 +15,6 @@ A run's batches depend on (seed, step) and on the device count (each device
 samples its own shard), unlike the host pipeline's.
 """
 
-import functools
 import os
 
 from absl import logging
@@ -26,13 +25,12 @@ import ml_collections
 import numpy as np
 
 from simsiam_jax import parallel
+from simsiam_jax import rngs
 from simsiam_jax.data import device_augment
+from simsiam_jax.data import errors
 from simsiam_jax.data import idx_files
+from simsiam_jax.data import spec
 from simsiam_jax.data import synthetic
-
-
-class ResidentDataError(RuntimeError):
-  """The data set cannot be loaded into device memory as configured."""
 
 
 def _cache_path(dc, split: str) -> str:
@@ -56,7 +54,7 @@ def load_uint8(config: ml_collections.ConfigDict, split: str):
   if dc.dataset == 'fashion_mnist_debian':
     directory = dc.manual_dir or idx_files.DEBIAN_DIR
     if idx_files.missing_files(directory):
-      raise ResidentDataError(
+      raise errors.ResidentDataError(
           f'Fashion-MNIST files {idx_files.missing_files(directory)} not found '
           f'in {directory}: run `apt-get install -y dataset-fashion-mnist` or '
           'set --config.data.manual_dir.')
@@ -71,15 +69,15 @@ def load_uint8(config: ml_collections.ConfigDict, split: str):
 def _write_npz_cache(config, split: str, path: str):
   """Reads a prepared TFDS split once (needs TensorFlow) into an .npz file."""
   try:
-    from simsiam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    from simsiam_jax.data import tfds_pipeline  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ResidentDataError(
+    raise errors.ResidentDataError(
         f'{path} does not exist and TensorFlow is not installed to read '
         f'{config.data.dataset!r} from TFDS: write it once on a machine with '
         'TensorFlow (any run with data.resident=True does), then copy it.'
     ) from e
-  builder = pipeline.get_builder(config.data)
-  data = pipeline.tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  builder = tfds_pipeline.get_builder(config.data)
+  data = tfds_pipeline.tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + '.tmp.npz'
   np.savez(tmp, image=data['image'], label=data['label'])
@@ -96,7 +94,7 @@ class ResidentTrainSet:
     n = (len(images) // n_dev) * n_dev  # an equal shard per device
     images = np.ascontiguousarray(images[:n])
     self.num_examples = n
-    self.image_shape = (dc.image_size, dc.image_size, 3)
+    self.image_shape = spec.image_shape(dc)
     sharding = parallel.data_sharded(mesh)
     self.images = jax.make_array_from_callback(images.shape, sharding,
                                                lambda idx: images[idx])
@@ -154,9 +152,9 @@ def two_views(batch: dict, step, *, config: ml_collections.ConfigDict, mesh,
   n_dev = mesh.devices.size
   b = config.batch_size // n_dev
   aug = config.data.aug
-  size = aug.crop_size or config.data.image_size
-  root = jax.random.key(config.seed)
-  perm_root, aug_root = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
+  size = spec.view_size(config.data)
+  perm_root = rngs.key(config.seed, 'resident_order')
+  aug_root = rngs.key(config.seed, 'device_augment')
 
   def per_device(images, step):
     d = jax.lax.axis_index(parallel.DATA_AXIS)
@@ -173,31 +171,3 @@ def two_views(batch: dict, step, *, config: ml_collections.ConfigDict, mesh,
       out_specs=(P(parallel.DATA_AXIS), P(parallel.DATA_AXIS)),
       check_vma=False)(batch['images'], step)
   return {'view1': v1, 'view2': v2}
-
-
-def host_views(batch: dict, step, *, config: ml_collections.ConfigDict):
-  """{'view1', 'view2': uint8 crops from the host} -> augmented float views; in jit."""
-  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 3),
-                           step)
-  return {f'view{v}': device_augment.augment_batch(
-      batch[f'view{v}'], jax.random.fold_in(key, v), config.data.aug)
-          for v in (1, 2)}
-
-
-def prepare_fn(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int):
-  """The in-step batch preparation for `config.data.augment_on`, or None (host)."""
-  dc = config.data
-  if dc.aug.crop_size < 0:
-    raise ValueError(f'data.aug.crop_size must be >= 0 (0: data.image_size), '
-                     f'got {dc.aug.crop_size}.')
-  if dc.augment_on == 'host':
-    if dc.resident:
-      raise ValueError('data.resident=True needs data.augment_on="device".')
-    return None
-  if dc.augment_on != 'device':
-    raise ValueError(f"data.augment_on must be 'host' or 'device', got "
-                     f'{dc.augment_on!r}.')
-  if dc.resident:
-    return functools.partial(two_views, config=config, mesh=mesh,
-                             steps_per_epoch=steps_per_epoch)
-  return functools.partial(host_views, config=config)

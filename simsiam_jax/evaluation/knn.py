@@ -10,7 +10,6 @@ sort would.
 """
 
 import functools
-from typing import Iterable
 
 import jax
 from jax.sharding import PartitionSpec as P
@@ -98,18 +97,3 @@ def _normalize_sharded(x, mesh):
   return jax.jit(losses.l2_normalize,
                  out_shardings=parallel.data_sharded(mesh))(x)
 
-
-def shard_rows(array, mesh):
-  """A host array [N, ...] on every process -> rows sharded on the mesh."""
-  return jax.device_put(array, parallel.data_sharded(mesh))
-
-
-def pad_rows(arrays: Iterable[np.ndarray], multiple: int):
-  """Pads each array's rows to a multiple; returns (padded arrays, mask)."""
-  arrays = list(arrays)
-  n = len(arrays[0])
-  pad = (-n) % multiple
-  mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
-  padded = [np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
-            for a in arrays]
-  return padded, mask

@@ -26,8 +26,11 @@ import ml_collections
 import numpy as np
 
 from simsiam_jax import parallel
+from simsiam_jax import rngs
+from simsiam_jax import state as state_lib
 from simsiam_jax.data import device_augment
-from simsiam_jax.data import input_pipeline
+from simsiam_jax.data import sources
+from simsiam_jax.data import spec
 from simsiam_jax.evaluation import knn
 
 # How features are computed: BN with running averages, BN with the batch's
@@ -81,9 +84,8 @@ class KnnMonitor:
     self.config = config
     self.model = model
     self.mesh = mesh
-    self.num_classes = input_pipeline.num_classes(config)
-    parallel.check_batch_size(config.knn.batch_size, mesh)
-    self.local_batch = config.knn.batch_size // jax.process_count()
+    self.num_classes = sources.num_classes(config)
+    self.local_batch = parallel.check_batch_size(config.eval.batch_size, mesh)
     shardings = dict(
         in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
         out_shardings=parallel.data_sharded(mesh))
@@ -106,7 +108,7 @@ class KnnMonitor:
     Args:
       variables: the SimSiam variables ({'params', 'batch_stats'}); unused for
         kind='pixels'.
-      split: a split of `config.data`, read by `input_pipeline.eval_batches`
+      split: a split of `config.data`, read by `sources.eval_batches`
         (no augmentation, normalised as the network sees it).
       kind: one of KINDS: backbone features with BN in inference mode, or
         with BN on each batch's statistics, or the flattened images.
@@ -115,7 +117,7 @@ class KnnMonitor:
       raise ValueError(f'kind must be one of {KINDS}, got {kind!r}.')
     variables = {} if kind == 'pixels' else variables
     feats, labels, masks = [], [], []
-    for batch in input_pipeline.eval_batches(self.config, split,
+    for batch in sources.eval_batches(self.config, split,
                                               self.local_batch):
       if kind == 'batch_stats':
         batch = _fill_padding(batch)
@@ -141,7 +143,8 @@ class KnnMonitor:
     test = [multihost_utils.process_allgather(x, tiled=True) for x in test]
     return knn.knn_accuracy(*bank, *test, self.mesh, k=kc.k,
                             temperature=kc.temperature,
-                            num_classes=self.num_classes)
+                            num_classes=self.num_classes,
+                            query_batch=kc.query_batch)
 
   def __call__(self, state) -> float:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -163,15 +166,13 @@ class KnnMonitor:
   def random_init_variables(self, seed: int):
     """The network pretraining starts from with `config.seed=seed`, replicated.
 
-    Drawn as `train.train_state_initializer` draws it: `model.init` on the key
-    of `seed`, inputs [2, H, W, C], the non-partitionable threefry.
+    Drawn as `state.simsiam_initializer` draws it: `model.init` on the
+    'init' key of `seed`, inputs [2, H, W, C], made by `state.create`.
     """
-    dc = self.config.data
-    x = jnp.zeros((2, dc.image_size, dc.image_size, dc.channels), jnp.float32)
-    init = jax.jit(functools.partial(self.model.init, train=True),
-                   out_shardings=parallel.replicated(self.mesh))
-    with jax.threefry_partitionable(False):
-      return init(jax.random.key(seed), x, x)
+    x = jnp.zeros((2, *spec.image_shape(self.config.data)), jnp.float32)
+    return state_lib.create(
+        lambda rng: self.model.init(rng, x, x, train=True), self.mesh,
+        rngs.key(seed, 'init'))
 
   def baselines(self, seed: int | None = None) -> dict[str, float]:
     """kNN top-1 of raw pixels and of the randomly initialised backbone.
@@ -207,7 +208,7 @@ class KnnMonitor:
                    self.config.knn.max_pixel_dim)
     # BN batch statistics depend on the batch: its size is part of the key.
     key = {**key, 'model': repr(self.model), 'init_seed': seed,
-           'batch_size': self.config.knn.batch_size}
+           'batch_size': self.config.eval.batch_size}
     out['knn_random_init'] = cached(
         self.config, 'knn_random_init', key,
         lambda: self.score(self.random_init_variables(seed), 'batch_stats'),

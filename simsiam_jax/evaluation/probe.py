@@ -18,11 +18,9 @@ same function on raw pixels gives its baseline.
 """
 
 import functools
-import json
 from typing import Sequence
 
 from absl import logging
-from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -31,7 +29,7 @@ import optax
 
 from simsiam_jax import parallel
 from simsiam_jax import pretrained
-from simsiam_jax import train
+from simsiam_jax import workdir as workdir_lib
 from simsiam_jax.evaluation import monitor
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
@@ -190,7 +188,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict,
   """
   mesh = parallel.create_mesh()
   if jax.process_index() == 0:
-    train.prepare_workdir(workdir, config)
+    workdir_lib.prepare(workdir, config)
   _, model, state = pretrained.load(config, workdir, mesh)
   knn_monitor = monitor.KnnMonitor(config, model, mesh)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -211,6 +209,5 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict,
   logging.info('Fast linear probe top-1 on %s: %s', config.data.eval_split,
                shown)
   if jax.process_index() == 0:
-    (epath.Path(workdir) / train.SUMMARY_FILE).write_text(
-        json.dumps(summary, indent=2))
+    workdir_lib.write_summary(workdir, summary)
   return summary

@@ -14,9 +14,11 @@ import signal
 import subprocess
 import time
 
+from simsiam_jax import workdir as workdir_lib
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-SUMMARY_FILE = 'summary.json'  # train.SUMMARY_FILE
+SUMMARY_FILE = workdir_lib.SUMMARY_FILE
 # checkpointing.PREEMPTED_EXIT_CODE (importing it would start Orbax and JAX):
 # the run saved a checkpoint on SIGTERM and can resume.
 PREEMPTED_EXIT_CODE = 75

@@ -27,11 +27,6 @@ STAGE_SIZES = {
 }
 
 
-def feature_dim(depth: int, width: int = 64) -> int:
-  """Width of the pooled feature of a ResNet of this depth and base width."""
-  return width * 8 * (4 if depth >= 50 else 1)
-
-
 CONV_IMPLS = ('auto', 'xla', 'im2col')
 
 
@@ -170,9 +165,9 @@ class ResNet(nn.Module):
     param_dtype: parameter dtype (float32).
     bn_momentum: running-average decay (torch's momentum 0.1 is 0.9 here).
     conv_impl: 'auto' (by shape, see `uses_im2col`), 'xla' or 'im2col'.
-    bn_axis_name: axis to average BN statistics over when the model runs
-      under shard_map/pmap; None under jit, where a sharded batch already
-      gives global statistics.
+
+  BatchNorm needs no axis name: under jit a sharded batch's mean is already
+  the global one (SyncBN; parallel.py).
   """
   depth: int = 50
   width: int = 64
@@ -185,7 +180,6 @@ class ResNet(nn.Module):
   param_dtype: Any = jnp.float32
   bn_momentum: float = 0.9
   conv_impl: str = 'auto'
-  bn_axis_name: Any = None
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -204,7 +198,7 @@ class ResNet(nn.Module):
                              param_dtype=self.param_dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                     momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype,
-                    param_dtype=self.param_dtype, axis_name=self.bn_axis_name)
+                    param_dtype=self.param_dtype)
 
     x = jnp.asarray(x, self.dtype)
     if self.stem == 'imagenet':

@@ -4,7 +4,6 @@ import functools
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -26,8 +25,8 @@ class SimSiam(nn.Module):
     proj_layers, proj_hidden_dim, proj_dim: projector shape.
     pred_hidden_dim: predictor bottleneck width.
     predictor_kind: 'mlp'; 'none' (p = z, paper Table 1b); 'fixed_random' (the MLP
-      kept at its random initialisation: its parameters get the optimiser's
-      'frozen' label, see optim.py).
+      kept at its random initialisation: the optimiser gives its group no
+      update, see optim.create_optimizer).
     head_bn: BN placement in the MLPs (see heads.py).
   """
   backbone: resnet.ResNet
@@ -40,7 +39,6 @@ class SimSiam(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   bn_momentum: float = 0.9
-  bn_axis_name: Any = None
 
   def setup(self):
     if self.predictor_kind not in PREDICTORS:
@@ -48,8 +46,7 @@ class SimSiam(nn.Module):
                        f'got {self.predictor_kind!r}.')
     norm = functools.partial(nn.BatchNorm, momentum=self.bn_momentum,
                              epsilon=1e-5, dtype=self.dtype,
-                             param_dtype=self.param_dtype,
-                             axis_name=self.bn_axis_name)
+                             param_dtype=self.param_dtype)
     self.projector = heads.projector(
         self.proj_layers, self.proj_hidden_dim, self.proj_dim, self.head_bn,
         norm, self.dtype, self.param_dtype)
@@ -101,12 +98,3 @@ def create_model(model_config: ml_collections.ConfigDict) -> SimSiam:
       head_bn=model_config.head_bn,
       dtype=dtype, param_dtype=param_dtype)
 
-
-def init_variables(model: nn.Module, rng: jax.Array, *inputs, **kwargs):
-  """`model.init` jitted, with the cheap-to-compile (non-partitionable) threefry.
-
-  Used for replicated initialisation, where partitionable random bits buy
-  nothing and compile about 4x slower on CPU.
-  """
-  with jax.threefry_partitionable(False):
-    return jax.jit(functools.partial(model.init, **kwargs))(rng, *inputs)

@@ -1,6 +1,6 @@
 """tf.data over TFDS: two augmented views per image, sharded per process.
 
-The only module that imports TensorFlow for training; the trainer imports it
+The only module that imports TensorFlow for training; `sources` imports it
 only for TFDS datasets. Train batches are {'view1', 'view2': [b, S, S, 3]
 float32 normalised, 'label': [b]} with b the per-process batch; evaluation
 batches are {'image', 'label', 'mask'}. Training can be restricted to a
@@ -17,16 +17,15 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from simsiam_jax.data import augment
+from simsiam_jax.data import errors
 from simsiam_jax.data import fashion_mnist
-from simsiam_jax.data import input_pipeline
+from simsiam_jax.data import idx_files
+from simsiam_jax.data import spec
 
 # TF must not grab the accelerators JAX uses.
 tf.config.set_visible_devices([], 'GPU')
 
 OURS = {'fashion_mnist_debian': fashion_mnist.FashionMnistDebian}
-
-
-DatasetNotReady = input_pipeline.DatasetNotReady
 
 
 def _online(host: str = 'storage.googleapis.com', timeout: float = 3.0) -> bool:
@@ -65,22 +64,22 @@ def _prepare(builder, dc):
   where = builder.data_dir
   manual_dir = dc.manual_dir
   if isinstance(builder, fashion_mnist.FashionMnistDebian):
-    manual_dir = manual_dir or fashion_mnist.DEBIAN_DIR
-    missing = fashion_mnist.missing_files(manual_dir)
+    manual_dir = manual_dir or idx_files.DEBIAN_DIR
+    missing = idx_files.missing_files(manual_dir)
     if missing:
-      raise DatasetNotReady(
+      raise errors.DatasetNotReady(
           f'{name}: files {missing} are not in {manual_dir}. Install them with '
           '`apt-get update && apt-get install -y dataset-fashion-mnist` (or '
           'run `make data`), or set --config.data.manual_dir to a folder '
           'holding them.')
   elif builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
     if not manual_dir or not os.path.isdir(manual_dir):
-      raise DatasetNotReady(
+      raise errors.DatasetNotReady(
           f'{name} needs a manual download: set --config.data.manual_dir to '
           f'the folder with its files. TFDS says: '
           f'{builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}')
   elif not dc.allow_download or not _online():
-    raise DatasetNotReady(
+    raise errors.DatasetNotReady(
         f'{name} is not prepared in {where} and cannot be downloaded here '
         f'(allow_download={dc.allow_download}, network unreachable or off). '
         f'On a machine with internet run `tfds build {name} --data_dir=DIR`, '
@@ -101,7 +100,7 @@ def _decoders(dc):
 
 def _decode(example, builder):
   """Image as float32 [H, W, 3] in [0, 1]; grayscale is repeated to 3 channels."""
-  image = tf.cast(example['image'], tf.float32) / 255.0
+  image = augment.to_unit_float(example['image'])
   if builder.info.features['image'].shape[-1] == 1:
     image = tf.image.grayscale_to_rgb(image)
   return image
@@ -110,13 +109,13 @@ def _decode(example, builder):
 def _crop_train(example, seed, builder, dc):
   """Random-resized crop of one view; ImageNet decodes only the crop window."""
   aug = dc.aug
-  size = aug.crop_size or dc.image_size
+  size = spec.view_size(dc)
   if dc.decode_jpeg_crop:
     jpeg = example['image']
     shape = tf.image.extract_jpeg_shape(jpeg)
     w = augment.crop_window(shape[:2], seed, aug.crop_scale, aug.crop_ratio)
-    image = tf.image.decode_and_crop_jpeg(jpeg, w, channels=3)
-    image = tf.cast(image, tf.float32) / 255.0
+    image = augment.to_unit_float(
+        tf.image.decode_and_crop_jpeg(jpeg, w, channels=3))
     return augment.resize(image, size)
   return augment.random_resized_crop(_decode(example, builder), seed,
                                      size, aug.crop_scale,
@@ -214,8 +213,7 @@ def train_dataset(dc: ml_collections.ConfigDict, builder, seed: int,
     for v, name in enumerate(names):
       crop = _crop_train(example, s[2 * v], builder, dc)
       if dc.augment_on == 'device':  # the train step does the rest
-        out[name] = tf.cast(tf.round(255 * tf.clip_by_value(crop, 0, 1)),
-                            tf.uint8)
+        out[name] = augment.to_uint8(crop)
       else:
         out[name] = augment.augment_view(crop, s[2 * v + 1], dc.aug)
     out['label'] = tf.cast(example['label'], tf.int32)
@@ -232,8 +230,8 @@ def train_dataset(dc: ml_collections.ConfigDict, builder, seed: int,
 def eval_image(example, builder, dc):
   """Evaluation view: resize 256 + centre crop 224 at ImageNet size, else as is."""
   if dc.decode_jpeg_crop:
-    image = tf.io.decode_jpeg(example['image'], channels=3)
-    image = tf.cast(image, tf.float32) / 255.0
+    image = augment.to_unit_float(
+        tf.io.decode_jpeg(example['image'], channels=3))
     resize_to = int(round(dc.image_size / dc.eval_crop_fraction))
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     s = resize_to / tf.reduce_min(shape)

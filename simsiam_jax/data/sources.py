@@ -1,33 +1,99 @@
-"""Picks the source named by `config.data.dataset`.
+"""The data sources named by `config.data`: what a mode reads, without TensorFlow.
 
-'synthetic' is in memory and needs no TensorFlow; every other name goes
-through TFDS and tf.data, imported only then.
+`make_train_source(config, mesh)` is the one entry for training data: it
+checks `config.data` once, then returns the size, shape, step counts, the
+per-process batch iterator and the in-step augmentation (or None). Where
+the data come from:
+
+  synthetic                 in memory (synthetic.py), no TensorFlow
+  data.resident=True        uint8 images on the devices (resident.py)
+  any other dataset         TFDS + tf.data (tfds_pipeline.py, imported only then)
+
+`eval_batches`, `num_classes`, `train_labels` and the label subsets serve the
+evaluations the same way.
 """
 
+import dataclasses
+import functools
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 import ml_collections
 import numpy as np
 
+from simsiam_jax.data import device_augment
 from simsiam_jax.data import idx_files
+from simsiam_jax.data import resident
+from simsiam_jax.data import spec
 from simsiam_jax.data import synthetic
 
 
-class DatasetNotReady(RuntimeError):
-  """A dataset is neither prepared nor obtainable without a long download."""
-
-
 def _pipeline():
-  from simsiam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  return pipeline
+  from simsiam_jax.data import tfds_pipeline  # pylint: disable=g-import-not-at-top
+  return tfds_pipeline
+
+
+@dataclasses.dataclass
+class TrainSource:
+  """What the train step needs from the data."""
+  num_examples: int
+  image_shape: tuple[int, int, int]  # the network's input, HWC
+  steps_per_epoch: int
+  num_train_steps: int
+  # start_step -> endless per-process batches, batch `start_step` first.
+  batches: Callable[[int], Iterator[dict]]
+  # None (host-augmented batches), or (batch, step) -> views, in the step.
+  augmentation: Callable | None
+
+
+def num_steps(config: ml_collections.ConfigDict, num_train_examples: int):
+  """(steps_per_epoch, num_train_steps) from the config and the data size."""
+  steps_per_epoch = num_train_examples // config.batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(
+        f'batch_size={config.batch_size} is larger than the training split '
+        f'({num_train_examples} examples): lower --config.batch_size.')
+  if config.num_train_steps > 0:
+    return steps_per_epoch, config.num_train_steps
+  return steps_per_epoch, int(config.num_epochs * steps_per_epoch)
+
+
+def make_train_source(config: ml_collections.ConfigDict, mesh,
+                      local_batch_size: int) -> TrainSource:
+  """The pretraining data as `config.data` says, checked before anything is read.
+
+  Raises:
+    errors.DataConfigError: settings no source can run.
+  """
+  dc = config.data
+  spec.check(dc)
+  if dc.resident:
+    resident_set = resident.ResidentTrainSet(config, mesh)
+    n, shape = resident_set.num_examples, resident_set.image_shape
+    batches = lambda start_step: resident_set.batches()  # read by step
+  else:
+    n, shape = describe(config)
+    batches = functools.partial(create_train_iterator, config,
+                                local_batch_size)
+  steps_per_epoch, num_train_steps = num_steps(config, n)
+  if dc.resident:
+    augmentation = functools.partial(
+        resident.two_views, config=config, mesh=mesh,
+        steps_per_epoch=steps_per_epoch)
+  elif dc.augment_on == 'device':
+    augmentation = functools.partial(device_augment.host_crop_views,
+                                     config=config)
+  else:
+    augmentation = None
+  return TrainSource(n, shape, steps_per_epoch, num_train_steps, batches,
+                     augmentation)
 
 
 def describe(config: ml_collections.ConfigDict) -> tuple[int, tuple[int, int, int]]:
   """(train examples, image shape HWC) of the configured source."""
   dc = config.data
-  shape = (dc.image_size, dc.image_size, dc.channels)
+  shape = spec.image_shape(dc)
   if dc.dataset == 'synthetic':
     return dc.synthetic_num_examples, shape
   pipeline = _pipeline()
@@ -175,7 +241,6 @@ def eval_batches(config: ml_collections.ConfigDict, split: str,
     yield from padded_batches(images, labels, local_batch_size, pi, pc)
     return
   if dc.resident:  # from the same files as the train split, no TensorFlow
-    from simsiam_jax.data import resident  # pylint: disable=g-import-not-at-top
     images, labels = resident.load_uint8(config, split)
     if images.shape[1] != dc.image_size:
       raise ValueError(f'data.resident evaluates {images.shape[1]} px images '

@@ -1,0 +1,217 @@
+"""The loop every training mode shares: set-up, `fit`, progress and the summary.
+
+A mode (train.py: pretraining, classify.py: probe and fine-tuning) calls
+`setup`, builds its state and step, runs `fit` and ends with `finish`.
+"""
+
+import dataclasses
+import time
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from simsiam_jax import checkpointing
+from simsiam_jax import metrics_io
+from simsiam_jax import parallel
+from simsiam_jax import plot
+from simsiam_jax import workdir as workdir_lib
+
+
+@dataclasses.dataclass
+class Run:
+  """What every mode sets up first."""
+  mesh: jax.sharding.Mesh
+  local_batch: int  # this process's share of config.batch_size
+  is_chief: bool  # process 0: writes the workdir's files
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str,
+          mesh: jax.sharding.Mesh | None = None) -> Run:
+  """Mesh, batch split checked, and (process 0) the workdir with `config` in it."""
+  mesh = parallel.create_mesh() if mesh is None else mesh
+  local_batch = parallel.check_batch_size(config.batch_size, mesh)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    workdir_lib.prepare(workdir, config)
+  return Run(mesh, local_batch, is_chief)
+
+
+def create_writer(workdir: str, run: Run):
+  return metrics_io.create_writer(workdir, run.is_chief)
+
+
+class Progress:
+  """Images/s, steps/s and ETA from wall time, the first (compiling) step apart."""
+
+  def __init__(self, num_train_steps: int, global_batch_size: int):
+    self.num_train_steps = num_train_steps
+    self.batch = global_batch_size
+    self.t_start = time.perf_counter()
+    self.first_step_s = None
+    self._mark = None  # (step, time) of the last report
+
+  def first_step_done(self, step: int):
+    now = time.perf_counter()
+    self.first_step_s = now - self.t_start
+    self._mark = (step, now)
+
+  def pause_done(self, step: int):
+    """Restarts the throughput window after an evaluation at `step`."""
+    self._mark = (step, time.perf_counter())
+
+  def rate(self, step: int) -> dict:
+    """Throughput since the last call; resets the window."""
+    last_step, last_t = self._mark
+    now = time.perf_counter()
+    steps_per_s = (step - last_step) / max(now - last_t, 1e-9)
+    self._mark = (step, now)
+    eta = (self.num_train_steps - step) / max(steps_per_s, 1e-9)
+    return {'steps_per_sec': steps_per_s,
+            'images_per_sec': steps_per_s * self.batch, 'eta_s': eta}
+
+
+def format_eta(seconds: float) -> str:
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'
+
+
+def _check_finite(losses_in_window: list, first_step: int,
+                  ckpt: checkpointing.Checkpointer):
+  """Raises naming the first step whose loss is not finite and the last good checkpoint."""
+  values = np.asarray(parallel.to_host(losses_in_window))
+  bad = np.flatnonzero(~np.isfinite(values))
+  if bad.size:
+    step = first_step + int(bad[0])
+    ckpt.wait()
+    good = ckpt.latest_step()
+    where = (f'the last good checkpoint is step {good} in {ckpt.directory}'
+             if good is not None else 'no checkpoint was saved yet')
+    raise FloatingPointError(
+        f'Loss is {values[bad[0]]} at step {step}: training stopped and this '
+        f'state is not saved; {where}. Lower optim.base_lr, use float32, or '
+        'check the input data.')
+
+
+def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
+        steps_per_epoch: int, num_train_steps: int, after_log=None,
+        after_save=None, at_epoch_end=None):
+  """Runs `step_fn` from `state.step` to `num_train_steps`.
+
+  Logs every `config.log_every_steps` (a non-finite loss stops the run
+  before anything is saved), checkpoints every `config.checkpoint_every_steps`
+  and at the end, and on SIGTERM or a preemption notice saves and raises
+  `checkpointing.Preempted`.
+
+  Args:
+    after_log: called as (step, averaged metrics) after each log.
+    after_save: called as (step) after each checkpoint.
+    at_epoch_end: called as (step, epoch, state) at each epoch's end except
+      the last; returns True if it paused training (evaluation).
+
+  Returns:
+    (final state, the last logged metrics, the Progress clock).
+  """
+  start_step = parallel.step_of(state)
+  report = (_report_progress(num_train_steps, writer,
+                             config.report_every_secs)
+            if jax.process_index() == 0 else None)
+  watcher = checkpointing.PreemptionWatcher()
+  progress = Progress(num_train_steps, config.batch_size)
+  window, window_start = [], start_step
+  last = {}
+  try:
+    for step in range(start_step, num_train_steps):
+      batch = parallel.host_to_global(next(train_iter), mesh)
+      state, metrics = step_fn(state, batch)
+      window.append(metrics)
+      if step == start_step:
+        jax.block_until_ready(metrics)
+        progress.first_step_done(step + 1)
+        logging.info('First step (compile + run) took %.1f s.',
+                     progress.first_step_s)
+      if report is not None:
+        report(step + 1)
+      done = step + 1 == num_train_steps
+      stop = watcher.should_stop(step + 1, ckpt)
+      if (step + 1) % config.log_every_steps == 0 or done:
+        _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
+        last = _log_window(writer, window, progress, step + 1, steps_per_epoch)
+        window, window_start = [], step + 1
+        if after_log:
+          after_log(step + 1, last)
+      if (step + 1) % config.checkpoint_every_steps == 0 or done or stop:
+        # Never save a state whose loss went non-finite.
+        _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
+        ckpt.save(step + 1, state, force=True)
+        if after_save:
+          after_save(step + 1)
+      if stop:
+        ckpt.wait()
+        raise checkpointing.Preempted(
+            f'Preempted: saved step {step + 1} in {ckpt.directory}; run the '
+            'same command to resume.')
+      if (at_epoch_end and not done and (step + 1) % steps_per_epoch == 0 and
+          at_epoch_end(step + 1, (step + 1) // steps_per_epoch, state)):
+        progress.pause_done(step + 1)
+  finally:
+    watcher.close()
+    ckpt.wait()
+  return state, last, progress
+
+
+def finish(workdir: str, writer, state, progress: Progress, *,
+           num_train_steps: int, steps_per_epoch: int, **results) -> dict:
+  """The summary every mode writes (step, epochs, times) plus `results`."""
+  step = parallel.step_of(state)
+  summary = {'step': step, 'num_train_steps': num_train_steps,
+             'epochs': step / steps_per_epoch,
+             'first_step_s': progress.first_step_s,
+             'wall_time_s': time.perf_counter() - progress.t_start, **results}
+  t = time.perf_counter()
+  writer.flush()
+  logging.info('Metric writers flushed in %.1f s.', time.perf_counter() - t)
+  if jax.process_index() == 0:
+    workdir_lib.write_summary(workdir, summary)
+    _write_plots(workdir)
+  return summary
+
+
+def _write_plots(workdir: str):
+  try:
+    paths = plot.plot_run(workdir)
+  except ImportError as e:  # matplotlib is optional for training
+    logging.warning('No plots written (%s).', e)
+    return
+  logging.info('Plots: %s', ', '.join(paths))
+
+
+_NOT_SHOWN = ('grad_norm', 'steps_per_sec', 'images_per_sec', 'eta_s')
+
+
+def _log_window(writer, window, progress, step, steps_per_epoch) -> dict:
+  """Averages the window's metrics, writes them and prints the progress line."""
+  last = {k: float(np.mean(parallel.to_host([m[k] for m in window])))
+          for k in window[0]}
+  last.update(progress.rate(step))
+  writer.write_scalars(step, {**last, 'epoch': step / steps_per_epoch})
+  names = sorted((k for k in last if k not in _NOT_SHOWN),
+                 key=lambda k: (k != 'loss', k))  # loss first
+  shown = ' | '.join(f'{k} {last[k]:.4g}' for k in names)
+  logging.info('step %d/%d (epoch %.2f) | %s | %.0f img/s | ETA %s', step,
+               progress.num_train_steps, step / steps_per_epoch, shown,
+               last['images_per_sec'], format_eta(last['eta_s']))
+  return last
+
+
+def _report_progress(num_train_steps: int, writer, every_secs: float):
+  """clu's ReportProgress (steps/s and ETA to TensorBoard) when clu imports."""
+  try:
+    from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return periodic_actions.ReportProgress(num_train_steps=num_train_steps,
+                                         writer=writer, every_secs=every_secs)
