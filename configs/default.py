@@ -19,10 +19,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 100          # log/TensorBoard interval (metrics averaged over it)
   c.checkpoint_every_steps = 1000  # checkpoint interval (also at the end and on preemption)
   c.report_every_secs = 60.0       # steps/s and ETA to TensorBoard (clu ReportProgress)
+  c.resume_policy = 'refuse'       # a workdir's run resumed with other settings: 'refuse' or 'allow_changes'
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.keep = 3            # newest checkpoints kept
   c.checkpoint.async_save = True   # save in the background while training goes on
+  c.checkpoint.max_param_norm_growth = 1000.0  # a state whose param norm grew more than this x is not saved
 
   c.model = ml_collections.ConfigDict()
   c.model.depth = 50               # ResNet depth: 18, 34, 50, 101, 152

@@ -21,7 +21,9 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-CHECKPOINT_DIR = 'checkpoints'
+from simsiam_jax import workdir as workdir_lib
+
+CHECKPOINT_DIR = workdir_lib.CHECKPOINT_DIR
 BEST_DIR = 'checkpoint_best'  # the best by kNN top-1, kept apart from the latest
 # sysexits' EX_TEMPFAIL: "try again later", so schedulers can requeue the job.
 PREEMPTED_EXIT_CODE = 75
@@ -44,16 +46,6 @@ def _state_items(state) -> dict:
           'batch_stats': state.batch_stats, 'opt_state': state.opt_state}
 
 
-def _flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = tuple(v) if isinstance(v, list) else v
-  return out
-
-
 # Model fields added after runs were saved without them, with the value
 # that builds the network those runs built: a checkpoint whose config lacks
 # one matches a run that leaves it at this value.
@@ -62,8 +54,9 @@ FIELDS_ADDED_LATER = {'model.stage_widths': (), 'model.conv_impl': 'auto'}
 
 def config_mismatches(saved: dict, config: ml_collections.ConfigDict) -> list:
   """'model.FIELD: checkpoint X, this run Y' for every model field that differs."""
-  old = {**FIELDS_ADDED_LATER, **_flatten(saved.get('model', {}), 'model.')}
-  new = _flatten(config.model.to_dict(), 'model.')
+  old = {**FIELDS_ADDED_LATER,
+         **workdir_lib.flatten(saved.get('model', {}), 'model.')}
+  new = workdir_lib.flatten(config.model.to_dict(), 'model.')
   return [f'{k}: checkpoint {old.get(k)!r}, this run {new.get(k)!r}'
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 

@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from simsiam_jax import checkpointing
+from simsiam_jax import errors
 from simsiam_jax import loop
 from simsiam_jax import optim
 from simsiam_jax import parallel
@@ -47,9 +48,6 @@ from simsiam_jax.models import simsiam
 
 MODES = ('linear', 'finetune')
 SUBSET_FILE = 'label_subset.json'
-# Fields that fix what a run trains on; a resume must not change them.
-_RUN_FIELDS = {'classifier.label_fraction': 1.0, 'classifier.label_seed': 0,
-               'classifier.from_scratch': False}  # and their defaults
 
 
 class Classifier(nn.Module):
@@ -209,23 +207,23 @@ def check_frozen(state, backbone) -> bool:
 def check_config(config: ml_collections.ConfigDict):
   """Raises ValueError, saying what to set, for settings classify cannot run."""
   if config.mode not in MODES:
-    raise ValueError(f'classify runs modes {MODES}, got {config.mode!r}.')
+    raise errors.ConfigError(f'classify runs modes {MODES}, got {config.mode!r}.')
   dc, cc = config.data, config.classifier
   if dc.augment_on != 'host' or dc.resident:
     # The train step here neither crops nor normalises uint8 device batches.
-    raise ValueError(
+    raise errors.ConfigError(
         'linear/finetune train on host-augmented batches: pass '
         '--config.data.augment_on=host --config.data.resident=False (got '
         f'augment_on={dc.augment_on!r}, resident={dc.resident}).')
   if not 0.0 < cc.label_fraction <= 1.0:
-    raise ValueError('classifier.label_fraction must be in (0, 1], got '
+    raise errors.ConfigError('classifier.label_fraction must be in (0, 1], got '
                      f'{cc.label_fraction}.')
   if cc.from_scratch:
     if config.mode != 'finetune':
-      raise ValueError('classifier.from_scratch=True trains the backbone: use '
+      raise errors.ConfigError('classifier.from_scratch=True trains the backbone: use '
                        f'--config.mode=finetune (got {config.mode!r}).')
     if config.pretrained.workdir:
-      raise ValueError(
+      raise errors.ConfigError(
           'classifier.from_scratch=True starts from random weights, but '
           f'pretrained.workdir={config.pretrained.workdir!r} names a '
           'pretraining run: drop one of the two.')
@@ -266,7 +264,7 @@ def train_subset(config: ml_collections.ConfigDict, workdir: str):
                'per class %s.', len(indices), cc.label_fraction,
                cc.label_seed, counts.tolist())
   if len(indices) < config.batch_size:
-    raise ValueError(
+    raise errors.ConfigError(
         f'The labelled subset has {len(indices)} examples, fewer than '
         f'batch_size={config.batch_size}: lower --config.batch_size or raise '
         '--config.classifier.label_fraction.')
@@ -276,26 +274,6 @@ def train_subset(config: ml_collections.ConfigDict, workdir: str):
               'indices': indices.tolist()}
     (epath.Path(workdir) / SUBSET_FILE).write_text(json.dumps(record))
   return indices
-
-
-def check_resume(ckpt: checkpointing.Checkpointer,
-                 config: ml_collections.ConfigDict):
-  """Raises ValueError if `ckpt`'s run trained on other labels or weights."""
-  _, saved = ckpt.saved_config()
-  if saved is None:
-    return
-  changed = []
-  for field, default in _RUN_FIELDS.items():
-    section, name = field.split('.')
-    old = saved.get(section, {}).get(name, default)
-    new = config[section][name]
-    if old != new:
-      changed.append(f'{field}: checkpoint {old!r}, this run {new!r}')
-  if changed:
-    raise ValueError(
-        f'The checkpoints in {ckpt.directory} come from a run on other labels '
-        'or weights (' + '; '.join(changed) + '). Use a new --workdir, or '
-        'the checkpoint\'s settings to resume.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -319,8 +297,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     config.model = model_config
   run = loop.setup(config, workdir, mesh)
 
+  # A resume on other labels or weights was refused by loop.setup.
   ckpt = checkpointing.Checkpointer(workdir, config)
-  check_resume(ckpt, config)
 
   num_examples, image_shape = sources.describe(config)
   num_classes = sources.num_classes(config)
@@ -336,6 +314,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = state_lib.restore_or_create(ckpt, init, mesh,
                                       rngs.key(config.seed, 'init'),
                                       *(backbone or ()))
+  if (done := loop.already_finished(workdir, state, num_train_steps)):
+    return done
   train_iter = sources.create_train_iterator(
       config, run.local_batch, parallel.step_of(state), views=1,
       subset=subset)

@@ -48,6 +48,12 @@ def load_backbone(workdir: str):
           jax.device_get(state.batch_stats['backbone']), int(state.step))
 
 
+def _user_error(message: str):
+  """One line and exit code 2, as simsiam_jax.main does."""
+  logging.error('export: %s', message)
+  raise SystemExit(2)
+
+
 def main(argv):
   del argv
   try:
@@ -56,12 +62,12 @@ def main(argv):
     raise app.UsageError('Exporting needs PyTorch: pip install torch') from e
   out_dir = os.path.dirname(os.path.abspath(FLAGS.out))
   if not os.path.isdir(out_dir):
-    raise app.UsageError(f'--out={FLAGS.out!r}: folder {out_dir} does not '
-                         'exist; create it or pass another --out.')
+    _user_error(f'--out={FLAGS.out!r}: folder {out_dir} does not exist; '
+                'create it or pass another --out.')
   try:
     params, stats, step = load_backbone(FLAGS.workdir)
   except pretrained.PretrainedNotFound as e:
-    raise app.UsageError(f'--workdir={FLAGS.workdir!r}: {e}') from e
+    _user_error(f'--workdir={FLAGS.workdir!r}: {e}')
   sd = interop.backbone_to_torchvision(params, stats)
   if FLAGS.layout == 'simsiam':
     sd = interop.to_simsiam_layout(sd)

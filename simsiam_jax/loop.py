@@ -11,6 +11,7 @@ from absl import logging
 import jax
 import ml_collections
 import numpy as np
+import optax
 
 from simsiam_jax import checkpointing
 from simsiam_jax import metrics_io
@@ -96,13 +97,50 @@ def _check_finite(losses_in_window: list, first_step: int,
         'check the input data.')
 
 
+_param_norm = jax.jit(lambda params: optax.global_norm(params))
+
+
+class ParamCheck:
+  """Refuses to let a non-finite or exploded state be saved.
+
+  The loss of step k is computed before its update, so a finite loss does
+  not make the updated state sane; this looks at the parameters themselves:
+  their global norm must be finite and at most `max_growth` times the norm
+  they started from (this run's first state, restored or new).
+  """
+
+  def __init__(self, state, max_growth: float, ckpt):
+    self.start = float(parallel.to_host(_param_norm(state.params)))
+    self.max_growth = max_growth
+    self.ckpt = ckpt
+
+  def __call__(self, state, step: int):
+    """Raises FloatingPointError if `state` (at `step`) must not be saved."""
+    norm = float(parallel.to_host(_param_norm(state.params)))
+    if np.isfinite(norm) and norm <= self.max_growth * max(self.start, 1e-30):
+      return
+    what = (f'not finite ({norm})' if not np.isfinite(norm) else
+            f'{norm:.3g}, {norm / self.start:.3g}x their start {self.start:.3g}'
+            f' (checkpoint.max_param_norm_growth={self.max_growth:g})')
+    self.ckpt.wait()
+    good = self.ckpt.latest_step()
+    where = (f'the last checkpoint, which passed the same check, is step '
+             f'{good} in {self.ckpt.directory}' if good is not None else
+             'no checkpoint was saved yet')
+    raise FloatingPointError(
+        f'The parameters diverged: their norm at step {step} is {what}. '
+        f'Training stopped and this state is not saved; {where}. Lower '
+        'optim.base_lr, use float32, or check the input data.')
+
+
 def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
         steps_per_epoch: int, num_train_steps: int, after_log=None,
         after_save=None, at_epoch_end=None):
   """Runs `step_fn` from `state.step` to `num_train_steps`.
 
   Logs every `config.log_every_steps` (a non-finite loss stops the run
-  before anything is saved), checkpoints every `config.checkpoint_every_steps`
+  before anything is saved; so do diverged parameters, `ParamCheck`, before
+  every save), checkpoints every `config.checkpoint_every_steps`
   and at the end, and on SIGTERM or a preemption notice saves and raises
   `checkpointing.Preempted`.
 
@@ -120,6 +158,8 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
                              config.report_every_secs)
             if jax.process_index() == 0 else None)
   watcher = checkpointing.PreemptionWatcher()
+  check_params = ParamCheck(state, config.checkpoint.max_param_norm_growth,
+                            ckpt)
   progress = Progress(num_train_steps, config.batch_size)
   window, window_start = [], start_step
   last = {}
@@ -144,8 +184,9 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
         if after_log:
           after_log(step + 1, last)
       if (step + 1) % config.checkpoint_every_steps == 0 or done or stop:
-        # Never save a state whose loss went non-finite.
+        # Never save a state whose loss or parameters went wrong.
         _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
+        check_params(state, step + 1)
         ckpt.save(step + 1, state, force=True)
         if after_save:
           after_save(step + 1)
@@ -161,6 +202,23 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
     watcher.close()
     ckpt.wait()
   return state, last, progress
+
+
+def already_finished(workdir: str, state, num_train_steps: int):
+  """The summary of a run that has done its steps, or None: train on.
+
+  Asked to run again, a finished run says so and leaves its summary alone;
+  a larger step budget (num_epochs or num_train_steps raised) trains on.
+  """
+  step = parallel.step_of(state)
+  summary = (workdir_lib.read_summary(workdir) if step >= num_train_steps
+             else None)
+  if summary is not None:
+    logging.info('The run in %s is finished (step %d of %d): nothing to do; '
+                 'its summary.json is unchanged. Raise num_epochs or '
+                 'num_train_steps to train on.', workdir, step,
+                 num_train_steps)
+  return summary
 
 
 def finish(workdir: str, writer, state, progress: Progress, *,

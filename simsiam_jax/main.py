@@ -13,6 +13,7 @@ arguments.
 
 import logging as std_logging
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -22,6 +23,8 @@ from ml_collections import config_flags
 
 from simsiam_jax import checkpointing
 from simsiam_jax import classify
+from simsiam_jax import config_check
+from simsiam_jax import errors
 from simsiam_jax import parallel
 from simsiam_jax import pretrained
 from simsiam_jax import train
@@ -63,9 +66,10 @@ MODES = {'pretrain': train.train_and_evaluate,
          'finetune': classify.train_and_evaluate,
          'fast_probe': probe.evaluate_checkpoint}
 # Errors a user can fix: one clear line and exit code 2, no traceback.
-USER_ERRORS = (checkpointing.ConfigMismatch, data_errors.DatasetNotReady,
-               data_errors.ResidentDataError, data_errors.DataConfigError,
+USER_ERRORS = (errors.ConfigError, checkpointing.ConfigMismatch,
+               data_errors.DatasetNotReady, data_errors.ResidentDataError,
                FloatingPointError, workdir_lib.WorkdirError,
+               workdir_lib.ResumeRefused,
                checkpointing.CheckpointWriteError, collapse.Collapsed,
                pretrained.PretrainedNotFound)
 
@@ -78,11 +82,12 @@ def main(argv):
   parallel.initialize_distributed(FLAGS.coordinator_address,
                                   FLAGS.num_processes, FLAGS.process_id)
   config = FLAGS.config
-  if config.mode not in MODES:
-    raise app.UsageError(f'config.mode must be one of {sorted(MODES)}, '
-                         f'got {config.mode!r}.')
   logging.info('Config:\n%s', config)
   try:
+    if config.mode not in MODES:
+      raise errors.ConfigError(f'config.mode must be one of {sorted(MODES)}, '
+                               f'got {config.mode!r}.')
+    config_check.check(config)
     summary = MODES[config.mode](config, FLAGS.workdir)
   except checkpointing.Preempted as e:
     logging.warning('%s', e)
@@ -94,5 +99,28 @@ def main(argv):
     logging.info('Done: %s', summary)
 
 
+def _one_line(e: Exception) -> str:
+  """An exception's message on one line (ml_collections nests a KeyError)."""
+  while e.args and isinstance(e.args[0], Exception):
+    e = e.args[0]
+  text = (str(e.args[0]) if e.args else str(e)).strip()
+  if isinstance(e, KeyError) and text.startswith("'") and "'" in text[1:]:
+    end = text.index("'", 1)  # 'name'\nDid you mean "..."?
+    text = f'no config field {text[:end + 1]}. {text[end + 1:]}'
+  return ' '.join(text.split())
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad --config override as one line, exit 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.stderr.write(f'FATAL Flags parsing error: {_one_line(e)}\n'
+                     'Pass --helpfull to see the flags.\n')
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    sys.stderr.write(f'ConfigError: {_one_line(e)}\n')
+  raise SystemExit(2)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -13,6 +13,8 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from simsiam_jax import errors
+
 DATA_AXIS = 'data'
 
 
@@ -40,7 +42,7 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   num_devices = mesh.devices.size
   num_processes = jax.process_count()
   if global_batch_size <= 0 or global_batch_size % num_devices:
-    raise ValueError(
+    raise errors.ConfigError(
         f'batch_size={global_batch_size} (global) is not divisible by the '
         f'{num_devices} devices of the mesh. Set --config.batch_size to a '
         f'multiple of {num_devices}, e.g. '

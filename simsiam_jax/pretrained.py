@@ -76,8 +76,16 @@ def read_run(run_workdir: str, mesh, subdir: str = checkpointing.CHECKPOINT_DIR,
   Raises:
     PretrainedNotFound: no readable checkpoint there.
   """
+  if not (epath.Path(run_workdir) / subdir).is_dir():
+    raise PretrainedNotFound(f'No {subdir}/ in {run_workdir!r}: not the '
+                             'workdir of a pretraining run.')
   reader = checkpointing.Checkpointer(run_workdir, _READER_CONFIG,
                                       subdir=subdir, read_only=True)
+  steps = sorted(reader.manager.all_steps())
+  if step is not None and step not in steps:
+    raise PretrainedNotFound(
+        f'pretrained.step={step}: {reader.directory} has no checkpoint of that '
+        f'step; it has steps {steps} (-1: the latest).')
   step, saved = reader.saved_config(step)
   if saved is None:
     raise PretrainedNotFound(f'No readable checkpoint in {reader.directory}.')
@@ -118,9 +126,9 @@ def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   `KnnMonitor.baselines`) unless `config.knn.baselines` is False.
   """
   mesh = parallel.create_mesh()
+  saved, model, state = load(config, workdir, mesh)  # checked before writing
   if jax.process_index() == 0:
     workdir_lib.prepare(workdir, config)
-  saved, model, state = load(config, workdir, mesh)
   knn_monitor = monitor.KnnMonitor(config, model, mesh)
   baselines = knn_monitor.baselines(seed=saved.seed)  # shown in the log line
   top1 = knn_monitor(state)

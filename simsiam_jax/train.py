@@ -105,6 +105,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = state_lib.restore_or_create(
       ckpt, state_lib.simsiam_initializer(model, tx, source.image_shape),
       mesh, rngs.key(config.seed, 'init'))
+  if (done := loop.already_finished(workdir, state, num_train_steps)):
+    return done
   start_step = parallel.step_of(state)
   train_iter = source.batches(start_step)
   p_train_step = make_train_step(config, mesh, schedule, source.augmentation)

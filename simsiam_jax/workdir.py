@@ -10,33 +10,191 @@
 Paths may be local or gs://... (etils.epath).
 """
 
+import datetime
+import fcntl
 import json
+import os
+import socket
 
+from absl import logging
 from etils import epath
 
 SUMMARY_FILE = 'summary.json'
 CONFIG_FILE = 'config.json'
+HISTORY_FILE = 'config_history.jsonl'
+LOCK_FILE = '.lock'
+CHECKPOINT_DIR = 'checkpoints'
+RESUME_POLICIES = ('refuse', 'allow_changes')
+# Fields a resumed run may change: they decide when things are logged,
+# saved or evaluated, not what is trained. Prefixes end with '.'.
+SAFE_TO_CHANGE = ('log_every_steps', 'checkpoint_every_steps',
+                  'report_every_secs', 'resume_policy', 'knn.', 'eval.',
+                  'probe.', 'checkpoint.', 'collapse.', 'data.data_dir',
+                  'data.manual_dir', 'data.num_workers', 'data.cache')
+# Fields a resumed run may raise (the run goes on for longer).
+MAY_GROW = ('num_train_steps', 'num_epochs')
 
 
 class WorkdirError(OSError):
   """The workdir cannot be created or written."""
 
 
+class WorkdirLocked(WorkdirError):
+  """Another process owns the workdir."""
+
+
+class ResumeRefused(ValueError):
+  """The workdir holds a run of another config."""
+
+
+_held = {}  # lock path -> open file, for this process's life
+
+
+def claim(workdir: str):
+  """Makes this process the workdir's one owner until it exits.
+
+  An `fcntl` lock on WORKDIR/.lock, which records the holder (pid, host,
+  start time); the kernel drops it when the process ends, however it
+  ends, so a lock is never stale. Claiming again from the same process is
+  a no-op. gs:// workdirs cannot be locked and are not.
+
+  Raises:
+    WorkdirLocked: another process holds it.
+  """
+  if '://' in str(workdir):
+    logging.info('%s is not a local path: not locked.', workdir)
+    return
+  path = os.path.abspath(os.path.join(workdir, LOCK_FILE))
+  if path in _held:
+    return
+  f = open(path, 'a+')  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or '{}'
+    f.close()
+    try:
+      h = json.loads(holder)
+    except ValueError:
+      h = {}
+    raise WorkdirLocked(
+        f'{workdir} is in use by pid {h.get("pid", "?")} on '
+        f'{h.get("host", "?")} (since {h.get("started", "?")}): wait for that '
+        'run to end (or stop it), or pass another --workdir.') from None
+  f.seek(0)
+  f.truncate()
+  f.write(json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
+                      'started': _now()}))
+  f.flush()
+  _held[path] = f
+
+
+def _now() -> str:
+  return datetime.datetime.now().isoformat(timespec='seconds')
+
+
+def flatten(d: dict, prefix: str = '') -> dict:
+  """{'a': {'b': 1}} -> {'a.b': 1}; lists become tuples (JSON or not, equal)."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = tuple(v) if isinstance(v, list) else v
+  return out
+
+
+def _safe(field: str) -> bool:
+  return any(field == p or (p.endswith('.') and field.startswith(p))
+             for p in SAFE_TO_CHANGE)
+
+
+def config_changes(saved: dict, new: dict) -> tuple[list, list]:
+  """(refused, accepted): 'field: saved X, now Y' for the fields that differ.
+
+  Fields present on one side only (added to or removed from the config
+  since the run began) are neither: their defaults describe the old run.
+  """
+  old, cur = flatten(saved), flatten(new)
+  refused, accepted = [], []
+  for k in sorted(set(old) & set(cur)):
+    if old[k] == cur[k]:
+      continue
+    line = f'{k}: saved {old[k]!r}, now {cur[k]!r}'
+    grows = (k in MAY_GROW and isinstance(old[k], (int, float)) and
+             isinstance(cur[k], (int, float)) and cur[k] >= old[k])
+    (accepted if _safe(k) or grows else refused).append(line)
+  return refused, accepted
+
+
+def _append(path: epath.Path, line: str):
+  """Appends a line (gs:// has no append: read and rewrite)."""
+  old = path.read_text() if path.exists() else ''
+  path.write_text(old + line + '\n')
+
+
+def _has_run(path: epath.Path) -> bool:
+  """A run began here: its config is saved and it has checkpoints."""
+  ckpt = path / CHECKPOINT_DIR
+  return ((path / CONFIG_FILE).exists() and ckpt.is_dir() and
+          any(True for _ in ckpt.iterdir()))
+
+
 def prepare(workdir: str, config):
-  """Creates the workdir (a local path or gs://...) and saves `config` there.
+  """Claims the workdir, checks that it holds this run, then saves `config`.
+
+  A workdir whose run has begun (config.json and checkpoints) resumes only
+  with the same config, up to the fields that are safe to change
+  (`SAFE_TO_CHANGE`, `MAY_GROW`); `config.resume_policy='allow_changes'`
+  accepts the rest. Nothing is written before that check. Every start
+  appends its changes to config_history.jsonl; config.json is the config
+  now in force.
 
   Process 0's job: callers check. No JAX here, so tools read workdirs cheaply.
 
   Raises:
     WorkdirError: it cannot be created or written.
+    WorkdirLocked: another process owns it.
+    ResumeRefused: it holds a run of another config.
   """
+  path = epath.Path(workdir)
+  text = config.to_json_best_effort(indent=2)
   try:
-    path = epath.Path(workdir)
     path.mkdir(parents=True, exist_ok=True)
-    (path / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
+    claim(workdir)
+    event, refused, accepted = 'start', [], []
+    if _has_run(path):
+      event = 'resume'
+      saved = json.loads((path / CONFIG_FILE).read_text())
+      refused, accepted = config_changes(saved, json.loads(text))
+    policy = config.get('resume_policy', 'refuse')
+    if policy not in RESUME_POLICIES:
+      raise ResumeRefused(f'resume_policy must be one of {RESUME_POLICIES}, '
+                          f'got {policy!r}.')
+    if refused and policy != 'allow_changes':
+      raise ResumeRefused(
+          f'{workdir} holds a run of another config: ' + '; '.join(refused)
+          + '. Use a new --workdir, the saved values (config.json there), '
+          'or --config.resume_policy=allow_changes to continue it changed '
+          '(recorded in config_history.jsonl).')
+    for line in accepted + refused:
+      logging.warning('Resuming with a changed config: %s.', line)
+    _append(path / HISTORY_FILE, json.dumps(
+        {'time': _now(), 'event': event, 'pid': os.getpid(), 'policy': policy,
+         'changed': accepted + refused}))
+    (path / CONFIG_FILE).write_text(text)
   except OSError as e:
+    if isinstance(e, WorkdirError):
+      raise
     raise WorkdirError(f'Cannot write to workdir {workdir!r} ({e}). Pass a '
                        'writable --workdir with free space.') from e
+
+
+def read_summary(workdir: str) -> dict | None:
+  """summary.json of a finished run, or None."""
+  path = epath.Path(workdir) / SUMMARY_FILE
+  return json.loads(path.read_text()) if path.exists() else None
 
 
 def write_summary(workdir: str, summary: dict):

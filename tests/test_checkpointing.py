@@ -203,15 +203,17 @@ def test_other_model_is_refused_and_checkpoints_untouched(interrupted,
   shutil.copytree(interrupted[0], workdir)
   before = {p: os.path.getmtime(p) for p in
             map(str, (workdir / 'checkpoints').rglob('*'))}
+  saved_config = (workdir / 'config.json').read_text()
   proc = _start(workdir, extra=['--config.model.width=16',
                                 '--config.model.proj_dim=64'])
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == 2, out[-3000:]
-  assert 'model.width: checkpoint 8, this run 16' in out
-  assert 'model.proj_dim: checkpoint 32, this run 64' in out
+  assert 'model.width: saved 8, now 16' in out
+  assert 'model.proj_dim: saved 32, now 64' in out
   after = {p: os.path.getmtime(p) for p in
            map(str, (workdir / 'checkpoints').rglob('*'))}
   assert before == after
+  assert (workdir / 'config.json').read_text() == saved_config
 
 
 def test_unreadable_checkpoints_never_restart_silently(tmp_path):

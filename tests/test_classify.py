@@ -243,7 +243,7 @@ def test_scratch_subset_run_starts_fresh_and_resumes_bit_identically(
   # Resuming on other labels is refused.
   other = config.copy_and_resolve_references()
   other.classifier.label_seed = 1
-  with pytest.raises(ValueError, match='label_seed: checkpoint 0, this run 1'):
+  with pytest.raises(ValueError, match='classifier.label_seed: saved 0, now 1'):
     classify.train_and_evaluate(other, broken)
 
 

@@ -1,6 +1,7 @@
 """The command line, end to end, as a user runs it (subprocesses)."""
 
 import glob
+import importlib.util
 import json
 import os
 import subprocess
@@ -126,3 +127,58 @@ def test_library_info_lines_are_dropped_but_not_their_warnings():
   assert not keep(record(orbax, logging.INFO))
   assert keep(record(orbax, logging.WARNING))
   assert keep(record(orbax, logging.ERROR))
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--config.batch_sise=32'],
+     "no config field 'batch_sise'. Did you mean \"batch_size\""),
+    (['--config.batch_size=abc'], 'invalid literal'),
+    (['--config.batch_size=12'], 'not divisible by the 8 devices'),
+    (['--config.data.synthetic_num_examples=8'],
+     'larger than the training split (8 examples)'),
+    (['--config.model.depth=19'], 'model.depth must be one of'),
+    (['--config.optim.base_lr=-0.1'], 'optim.base_lr must be > 0'),
+    (['--config.data.image_size=0'], 'data.image_size must be > 0'),
+    (['--config.mode=train'], 'config.mode must be one of'),
+    (['--config.data.augment_on=gpu'], 'data.augment_on must be one of'),
+    (['--config.resume_policy=maybe'], 'resume_policy must be one of'),
+    (['--config.mode=knn_eval', '--config.pretrained.workdir=/nonexistent'],
+     'No checkpoints/ in'),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+  result = _run('--config=configs/tiny.py', f'--workdir={tmp_path}/run', *args,
+                timeout=120)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert message in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not os.path.exists(tmp_path / 'run' / 'summary.json')
+
+
+def test_bad_pretrained_step_lists_the_steps(tiny_run, tmp_path):
+  _, workdir = tiny_run
+  result = _run('--config=configs/tiny.py', f'--workdir={tmp_path}',
+                '--config.mode=knn_eval', f'--config.pretrained.workdir={workdir}',
+                '--config.pretrained.step=5', timeout=120)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'pretrained.step=5' in result.stderr
+  assert 'it has steps [2, 4, 6]' in result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None,
+                    reason='export needs PyTorch')
+@pytest.mark.parametrize('bad,message', [
+    ({'--out': '/nonexistent/dir/x.pth'}, 'folder /nonexistent/dir does not'),
+    ({'--workdir': '/nonexistent'}, "No checkpoints/ in '/nonexistent'"),
+])
+def test_export_bad_input_is_one_line_and_exit_2(tiny_run, tmp_path, bad,
+                                                 message):
+  _, workdir = tiny_run
+  flags = {'--workdir': str(workdir), '--out': str(tmp_path / 'x.pth'), **bad}
+  result = subprocess.run(
+      [sys.executable, '-m', 'simsiam_jax.export',
+       *(f'{k}={v}' for k, v in flags.items())], cwd=REPO_ROOT,
+      capture_output=True, text=True, timeout=120, env=os.environ.copy())
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert message in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not os.path.exists(tmp_path / 'x.pth')

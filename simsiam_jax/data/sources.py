@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from simsiam_jax.data import device_augment
+from simsiam_jax.data import errors
 from simsiam_jax.data import idx_files
 from simsiam_jax.data import resident
 from simsiam_jax.data import spec
@@ -51,7 +52,7 @@ def num_steps(config: ml_collections.ConfigDict, num_train_examples: int):
   """(steps_per_epoch, num_train_steps) from the config and the data size."""
   steps_per_epoch = num_train_examples // config.batch_size
   if steps_per_epoch < 1:
-    raise ValueError(
+    raise errors.DataConfigError(
         f'batch_size={config.batch_size} is larger than the training split '
         f'({num_train_examples} examples): lower --config.batch_size.')
   if config.num_train_steps > 0:
@@ -128,7 +129,7 @@ def select_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
   labels, fraction and seed give the same subset on any topology.
   """
   if not 0.0 < fraction <= 1.0:
-    raise ValueError(f'classifier.label_fraction must be in (0, 1], got '
+    raise errors.DataConfigError(f'classifier.label_fraction must be in (0, 1], got '
                      f'{fraction}.')
   labels = np.asarray(labels)
   rng = np.random.default_rng(seed)
@@ -243,7 +244,7 @@ def eval_batches(config: ml_collections.ConfigDict, split: str,
   if dc.resident:  # from the same files as the train split, no TensorFlow
     images, labels = resident.load_uint8(config, split)
     if images.shape[1] != dc.image_size:
-      raise ValueError(f'data.resident evaluates {images.shape[1]} px images '
+      raise errors.DataConfigError(f'data.resident evaluates {images.shape[1]} px images '
                        f'as they are; set data.image_size={images.shape[1]}.')
     # uint8 as stored (a quarter of float32's bytes, one channel for grey):
     # the evaluation's jitted function normalises them on the device

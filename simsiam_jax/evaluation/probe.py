@@ -187,9 +187,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict,
     pretrained.PretrainedNotFound: `config.pretrained` names no checkpoint.
   """
   mesh = parallel.create_mesh()
+  _, model, state = pretrained.load(config, workdir, mesh)  # checked first
   if jax.process_index() == 0:
     workdir_lib.prepare(workdir, config)
-  _, model, state = pretrained.load(config, workdir, mesh)
   knn_monitor = monitor.KnnMonitor(config, model, mesh)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   result = probe_features(config, knn_monitor, variables)

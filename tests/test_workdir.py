@@ -1,0 +1,189 @@
+"""The workdir: one owner, resume means the same run, sane states, read-only readers."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from configs import tiny
+from simsiam_jax import export
+from simsiam_jax import train
+from simsiam_jax import workdir as workdir_lib
+from tests.conftest import REPO_ROOT
+
+
+def _hold(workdir):
+  """A process that claims `workdir` and sleeps; returns it once it holds it."""
+  code = ('import sys, time\n'
+          'from simsiam_jax import workdir\n'
+          'workdir.claim(sys.argv[1])\n'
+          'print("held", flush=True)\n'
+          'time.sleep(120)\n')
+  proc = subprocess.Popen([sys.executable, '-c', code, str(workdir)],
+                          cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+  assert proc.stdout.readline().strip() == 'held'
+  return proc
+
+
+def test_a_held_workdir_is_refused_naming_its_holder(tmp_path):
+  holder = _hold(tmp_path)
+  try:
+    with pytest.raises(workdir_lib.WorkdirLocked,
+                       match=f'in use by pid {holder.pid} on '):
+      workdir_lib.claim(str(tmp_path))
+  finally:
+    holder.kill()
+    holder.wait()
+  # The kernel dropped the lock with its holder: never a stale lock.
+  workdir_lib.claim(str(tmp_path))
+  workdir_lib.claim(str(tmp_path))  # again from the same process: a no-op
+
+
+def test_cli_on_a_held_workdir_stops_at_once_and_writes_nothing(tmp_path):
+  (tmp_path / 'config.json').write_text('{"a run": "of its own"}')
+  holder = _hold(tmp_path)
+  try:
+    t = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, '-m', 'simsiam_jax.main', '--config=configs/tiny.py',
+         f'--workdir={tmp_path}', '--config.num_train_steps=4'],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    wall = time.perf_counter() - t
+  finally:
+    holder.kill()
+    holder.wait()
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert f'in use by pid {holder.pid}' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert wall < 120  # start-up only: nothing compiled or trained
+  assert (tmp_path / 'config.json').read_text() == '{"a run": "of its own"}'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['.lock',
+                                                        'config.json']
+
+
+def _started_run(path, config):
+  """A workdir as a run leaves it after its first checkpoint."""
+  workdir_lib.prepare(str(path), config)
+  (path / 'checkpoints' / '2').mkdir(parents=True)
+
+
+def _history(path):
+  return [json.loads(l) for l in
+          (path / workdir_lib.HISTORY_FILE).read_text().splitlines()]
+
+
+@pytest.mark.parametrize('field,value', [
+    ('seed', 1), ('batch_size', 32), ('data.aug.brightness', 0.8),
+    ('optim.base_lr', 0.1), ('optim.schedule', 'constant'),
+    ('loss.stop_gradient', False), ('num_epochs', 0.01)])
+def test_resume_with_other_settings_is_refused_before_writing(
+    tmp_path, field, value):
+  config = tiny.get_config()
+  _started_run(tmp_path, config)
+  saved = (tmp_path / 'config.json').read_text()
+  changed = config.copy_and_resolve_references()
+  section, _, name = field.rpartition('.')
+  target = changed
+  for part in section.split('.') if section else ():
+    target = target[part]
+  target[name] = value
+  with pytest.raises(workdir_lib.ResumeRefused, match=f'{field}: saved '):
+    workdir_lib.prepare(str(tmp_path), changed)
+  assert (tmp_path / 'config.json').read_text() == saved
+  assert [h['event'] for h in _history(tmp_path)] == ['start']
+
+  # Allowed when asked for, and recorded.
+  with changed.unlocked():
+    changed.resume_policy = 'allow_changes'
+  workdir_lib.prepare(str(tmp_path), changed)
+  last = _history(tmp_path)[-1]
+  assert last['event'] == 'resume' and last['policy'] == 'allow_changes'
+  assert any(c.startswith(f'{field}: saved ') for c in last['changed'])
+  assert json.loads((tmp_path / 'config.json').read_text())[
+      'resume_policy'] == 'allow_changes'
+
+
+def test_safe_changes_and_longer_runs_resume(tmp_path):
+  config = tiny.get_config()
+  _started_run(tmp_path, config)
+  other = config.copy_and_resolve_references()
+  other.log_every_steps = 7
+  other.checkpoint_every_steps = 9
+  other.knn.every_epochs = 3
+  other.num_epochs = config.num_epochs + 1
+  workdir_lib.prepare(str(tmp_path), other)
+  assert len(_history(tmp_path)[-1]['changed']) == 4
+  assert json.loads((tmp_path / 'config.json').read_text())[
+      'log_every_steps'] == 7
+
+
+def test_a_fresh_workdir_takes_any_config(tmp_path):
+  workdir_lib.prepare(str(tmp_path), tiny.get_config())
+  other = tiny.get_config()
+  other.seed = 5
+  workdir_lib.prepare(str(tmp_path), other)  # no checkpoint yet: a new run
+  assert [h['event'] for h in _history(tmp_path)] == ['start', 'start']
+
+
+@pytest.mark.parametrize('lr', [1e6, 1e30])
+def test_a_diverging_run_stops_before_saving_what_diverged(tmp_path, lr):
+  config = tiny.get_config()
+  config.num_train_steps = 6
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.optim.base_lr = lr
+  with pytest.raises(FloatingPointError,
+                     match='parameters diverged|Loss is') as e:
+    train.train_and_evaluate(config, str(tmp_path))
+  message = str(e.value)
+  assert 'not saved' in message
+  # Whatever was saved passed the check the message names.
+  saved = sorted(int(d.name) for d in (tmp_path / 'checkpoints').iterdir()
+                 if d.name.isdigit())
+  if saved:
+    assert f'step {saved[-1]} in' in message
+  else:
+    assert 'no checkpoint was saved yet' in message
+  assert not (tmp_path / workdir_lib.SUMMARY_FILE).exists()
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('finished')
+  config = tiny.get_config()
+  config.num_train_steps = 4
+  config.log_every_steps = 2
+  summary = train.train_and_evaluate(config, str(workdir))
+  return config, workdir, summary
+
+
+def test_a_finished_run_run_again_leaves_its_summary(finished_run):
+  config, workdir, summary = finished_run
+  path = workdir / workdir_lib.SUMMARY_FILE
+  before = (path.read_bytes(), os.path.getmtime(path))
+  assert train.train_and_evaluate(config, str(workdir)) == summary
+  assert (path.read_bytes(), os.path.getmtime(path)) == before
+
+
+def _snapshot(root):
+  return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+          for p in sorted(root.rglob('*'))}
+
+
+def test_export_reads_without_touching_the_workdir(finished_run):
+  _, workdir, summary = finished_run
+  # An in-flight save of a live run: a reader must not clean it away.
+  (workdir / 'checkpoints' / '6.orbax-checkpoint-tmp-1234').mkdir()
+  before = _snapshot(workdir)
+  params, stats, step = export.load_backbone(str(workdir))
+  assert step == summary['step'] == 4
+  assert np.isfinite(float(optax.global_norm(params)))
+  assert jax.tree.leaves(stats)
+  assert _snapshot(workdir) == before
