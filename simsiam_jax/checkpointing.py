@@ -8,17 +8,26 @@ both exactly; the input pipeline skips to the step's first example.
 
 Orbax writes each checkpoint into a temporary folder and renames it when
 complete, so a kill during a save leaves the previous checkpoint as the
-latest; an unreadable checkpoint is skipped with a warning.
+latest. Each save also writes STEP.digests.json (a SHA-256 per array);
+restore checks it, so flipped bits count as corruption. A checkpoint that
+cannot be read, or fails its digests, is skipped with a warning and, once an
+older one restores, moved aside to STEP.corrupt-TIME, so that step is saved
+again; if none can be read the run stops rather than starting afresh.
 """
 
 import contextlib
+import datetime
+import hashlib
+import json
 import os
 import signal
 import threading
 
 from absl import logging
+from etils import epath
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from simsiam_jax import workdir as workdir_lib
@@ -37,6 +46,10 @@ class CheckpointWriteError(OSError):
   """A checkpoint could not be written (disk full, lost permissions...)."""
 
 
+class CorruptCheckpoint(RuntimeError):
+  """A checkpoint's arrays differ from the digests written when it was saved."""
+
+
 class Preempted(Exception):
   """Training stopped on a preemption notice after saving a checkpoint."""
 
@@ -44,6 +57,23 @@ class Preempted(Exception):
 def _state_items(state) -> dict:
   return {'step': state.step, 'params': state.params,
           'batch_stats': state.batch_stats, 'opt_state': state.opt_state}
+
+
+DIGESTS_SUFFIX = '.digests.json'
+
+
+def _local_value(x) -> np.ndarray:
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(x.addressable_data(0))  # replicated: any copy
+  return np.asarray(x)
+
+
+def array_digests(state) -> dict:
+  """{path: SHA-256 of the array's bytes} for every array a checkpoint holds."""
+  leaves = jax.tree_util.tree_leaves_with_path(_state_items(state))
+  return {jax.tree_util.keystr(path): hashlib.sha256(
+      np.ascontiguousarray(_local_value(x)).tobytes()).hexdigest()
+          for path, x in leaves}
 
 
 # Model fields added after runs were saved without them, with the value
@@ -86,6 +116,7 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'config'))
     self.best = None  # made at the first kNN score
+    self.read_only = read_only
     self._workdir = workdir
     self.config = config
 
@@ -100,11 +131,56 @@ class Checkpointer:
   def save(self, step: int, state, force: bool = False) -> bool:
     """Starts an (async) save of `state` at `step`; returns whether it did.
 
+    Beside it, process 0 writes `STEP.digests.json`: a SHA-256 of every
+    array, taken now from the state being saved, that `restore` checks.
+
     Raises:
       CheckpointWriteError: this or the previous (async) save failed.
     """
+    digests = array_digests(state) if jax.process_index() == 0 else None
     with self._write_errors():
-      return self.manager.save(step, args=self._args(state), force=force)
+      saved = self.manager.save(step, args=self._args(state), force=force)
+      if saved and digests is not None:
+        self._write_digests(step, digests)
+      return saved
+
+  def _digests_path(self, step: int) -> epath.Path:
+    return epath.Path(self.directory) / f'{step}{DIGESTS_SUFFIX}'
+
+  def _write_digests(self, step: int, digests: dict):
+    self._digests_path(step).write_text(json.dumps(digests))
+    keep = set(self.manager.all_steps()) | {step}
+    for p in epath.Path(self.directory).glob(f'*{DIGESTS_SUFFIX}'):
+      name = p.name[:-len(DIGESTS_SUFFIX)]
+      if name.isdigit() and int(name) not in keep:
+        p.unlink()
+
+  def _check_digests(self, step: int, state):
+    """Raises CorruptCheckpoint if `state` differs from what was saved at `step`."""
+    path = self._digests_path(step)
+    if not path.exists():  # saved before digests were written
+      return
+    want = json.loads(path.read_text())
+    got = array_digests(state)
+    bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    if bad:
+      raise CorruptCheckpoint(
+          f'{len(bad)} arrays differ from their saved SHA-256, e.g. '
+          f'{", ".join(bad[:3])}')
+
+  def _quarantine(self, steps: list):
+    """Moves unreadable checkpoints aside, so their steps can be saved again."""
+    if self.read_only or not steps:
+      return
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    for step in steps:
+      src = epath.Path(self.directory) / str(step)
+      dst = epath.Path(self.directory) / f'{step}.corrupt-{stamp}'
+      if jax.process_index() == 0 and src.exists():
+        src.rename(dst)
+        logging.warning('Moved the unreadable checkpoint of step %d aside to '
+                        '%s; training redoes that step.', step, dst)
+    self.manager.reload()
 
   @contextlib.contextmanager
   def _write_errors(self):
@@ -193,12 +269,14 @@ class Checkpointer:
     if not steps:
       return None
     target = _state_items(abstract_state)
+    unreadable = []  # moved aside once an older one restores
     for step in steps:  # pylint: disable=redefined-argument-from-local
       try:
         saved = self._read_config(step)
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('Checkpoint at step %d is unreadable (%s: %s); '
                         'trying the previous one.', step, type(e).__name__, e)
+        unreadable.append(step)
         continue
       mismatches = config_mismatches(saved, self.config)
       if mismatches:
@@ -213,8 +291,18 @@ class Checkpointer:
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('Checkpoint at step %d is unreadable (%s: %s); '
                         'trying the previous one.', step, type(e).__name__, e)
+        unreadable.append(step)
         continue
-      return abstract_state.replace(**items)
+      state = abstract_state.replace(**items)
+      try:
+        self._check_digests(step, state)
+      except CorruptCheckpoint as e:
+        logging.warning('Checkpoint at step %d is corrupt (%s); trying the '
+                        'previous one.', step, e)
+        unreadable.append(step)
+        continue
+      self._quarantine(unreadable)
+      return state
     raise RuntimeError(
         f'Checkpoints {steps} in {self.directory} exist but none can be read. '
         'Move them away to start afresh; this run will not overwrite them.')
@@ -247,3 +335,28 @@ class PreemptionWatcher:
   def close(self):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+
+@contextlib.contextmanager
+def sigterm_is_preemption(what: str, directory: str):
+  """SIGTERM during `what` (after the last save) raises Preempted: exit 75.
+
+  The final evaluation runs after the last checkpoint; a scheduler stopping
+  the job then must see "try again", and the rerun finishes the evaluation
+  from that checkpoint. Single process only, as `PreemptionWatcher`.
+  """
+  previous = None
+
+  def on_sigterm(signum, frame):
+    del signum, frame
+    raise Preempted(f'SIGTERM during {what}: the checkpoints in {directory} '
+                    'are complete; run the same command to finish.')
+
+  if jax.process_count() == 1 and (threading.current_thread()
+                                   is threading.main_thread()):
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+  try:
+    yield
+  finally:
+    if previous is not None:
+      signal.signal(signal.SIGTERM, previous)

@@ -342,6 +342,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       steps_per_epoch=steps_per_epoch, num_train_steps=num_train_steps,
       at_epoch_end=at_epoch_end)
   del train_iter
+  with checkpointing.sigterm_is_preemption('the final evaluation',
+                                           ckpt.directory):
+    return _finish(config, workdir, writer, state, progress, evaluator,
+                   backbone, num_train_steps=num_train_steps,
+                   steps_per_epoch=steps_per_epoch,
+                   num_examples=num_examples, last=last)
+
+
+def _finish(config, workdir, writer, state, progress, evaluator, backbone, *,
+            num_train_steps, steps_per_epoch, num_examples, last):
+  """Scores the test split and writes the summary."""
+  frozen = config.mode == 'linear'
   scores = evaluator(state)
   writer.write_scalars(parallel.step_of(state), scores)
   results = {'pretrained': config.pretrained.workdir,

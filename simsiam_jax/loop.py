@@ -223,8 +223,17 @@ def already_finished(workdir: str, state, num_train_steps: int):
 
 def finish(workdir: str, writer, state, progress: Progress, *,
            num_train_steps: int, steps_per_epoch: int, **results) -> dict:
-  """The summary every mode writes (step, epochs, times) plus `results`."""
+  """The summary every mode writes (step, epochs, times) plus `results`.
+
+  A run resumed after its last step (stopped during the final evaluation)
+  logs no training window: its summary takes the last one logged.
+  """
   step = parallel.step_of(state)
+  if 'loss' not in results and jax.process_index() == 0:
+    logged = [r for r in metrics_io.read_metrics(workdir) if 'loss' in r]
+    if logged:
+      results = {**{k: v for k, v in logged[-1].items()
+                    if k not in ('step', 'epoch')}, **results}
   summary = {'step': step, 'num_train_steps': num_train_steps,
              'epochs': step / steps_per_epoch,
              'first_step_s': progress.first_step_s,

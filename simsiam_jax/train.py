@@ -149,15 +149,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Stop the input pipeline: its threads would compete with the final
   # evaluation and with TensorFlow's summary writes.
   del train_iter
-  if knn_monitor:
-    final_step = parallel.step_of(state)
-    last['knn_top1'] = knn_monitor(state)
-    writer.write_scalars(final_step, {'knn_top1': last['knn_top1']})
-    ckpt.save_if_best(final_step, state, last['knn_top1'])
-    ckpt.wait()
-  return loop.finish(workdir, writer, state, progress,
-                     num_train_steps=num_train_steps,
-                     steps_per_epoch=steps_per_epoch, **last, **baselines)
+  with checkpointing.sigterm_is_preemption('the final evaluation',
+                                           ckpt.directory):
+    if knn_monitor:
+      final_step = parallel.step_of(state)
+      last['knn_top1'] = knn_monitor(state)
+      writer.write_scalars(final_step, {'knn_top1': last['knn_top1']})
+      ckpt.save_if_best(final_step, state, last['knn_top1'])
+      ckpt.wait()
+    return loop.finish(workdir, writer, state, progress,
+                       num_train_steps=num_train_steps,
+                       steps_per_epoch=steps_per_epoch, **last, **baselines)
 
 
 def _knn_monitor(config, model, mesh):

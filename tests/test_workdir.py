@@ -187,3 +187,97 @@ def test_export_reads_without_touching_the_workdir(finished_run):
   assert np.isfinite(float(optax.global_norm(params)))
   assert jax.tree.leaves(stats)
   assert _snapshot(workdir) == before
+
+
+def test_sigterm_in_the_final_evaluation_is_a_preemption(tmp_path,
+                                                         monkeypatch):
+  from simsiam_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from simsiam_jax.evaluation import monitor  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip('signal handlers need the main thread')
+  config = tiny.get_config()
+  config.num_train_steps = 4
+  config.log_every_steps = 2
+  config.knn.every_epochs = 0  # kNN at the end only
+  config.knn.baselines = False
+
+  def sigterm_then_score(self, state):
+    del self, state
+    os.kill(os.getpid(), signal.SIGTERM)  # the scheduler stops the job
+    time.sleep(30)
+    return 0.5
+
+  real = monitor.KnnMonitor.__call__
+  monkeypatch.setattr(monitor.KnnMonitor, '__call__', sigterm_then_score)
+  with pytest.raises(checkpointing.Preempted, match='final evaluation'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / workdir_lib.SUMMARY_FILE).exists()
+  # The rerun finishes the evaluation from the last checkpoint, and its
+  # summary still has the training statistics.
+  monkeypatch.setattr(monitor.KnnMonitor, '__call__', real)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['step'] == 4 and 0 <= summary['knn_top1'] <= 1
+  assert 'loss' in summary and 'collapse_std' in summary
+
+
+def _restored(workdir, config):
+  from simsiam_jax import checkpointing, parallel, optim, state as state_lib  # pylint: disable=g-import-not-at-top,multiple-imports
+  from simsiam_jax.models import simsiam  # pylint: disable=g-import-not-at-top
+  model = simsiam.create_model(config.model)
+  tx, _ = optim.create_optimizer(config, 1, 1 << 30)
+  abstract = state_lib.abstract(
+      state_lib.simsiam_initializer(model, tx, (16, 16, 3)),
+      parallel.create_mesh(), jax.random.key(0))
+  return checkpointing.Checkpointer(str(workdir), config).restore(abstract)
+
+
+def _flip_a_byte(step_dir):
+  """One bit of the largest array file of a checkpoint, in place."""
+  files = [p for p in (step_dir / 'state').rglob('*') if p.is_file()]
+  target = max(files, key=lambda p: p.stat().st_size)
+  data = bytearray(target.read_bytes())
+  data[len(data) // 2] ^= 0x01
+  target.write_bytes(bytes(data))
+
+
+def test_a_corrupt_latest_checkpoint_is_moved_aside_and_redone(tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.num_train_steps = 4
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  unbroken, broken = tmp_path / 'unbroken', tmp_path / 'broken'
+  train.train_and_evaluate(config, str(unbroken))
+  assert (unbroken / 'checkpoints' / '4.digests.json').exists()
+  shutil.copytree(unbroken, broken)
+  (broken / workdir_lib.SUMMARY_FILE).unlink()
+  _flip_a_byte(broken / 'checkpoints' / '4')
+  # The flipped bit is caught (by Orbax or by the digests): step 2 restores,
+  # step 4 is moved aside, and the rerun saves step 4 again.
+  summary = train.train_and_evaluate(config, str(broken))
+  assert summary['step'] == 4
+  names = {p.name for p in (broken / 'checkpoints').iterdir()}
+  assert '4' in names and any(n.startswith('4.corrupt-') for n in names)
+  a, b = _restored(unbroken, config), _restored(broken, config)
+  for x, y in zip(jax.tree.leaves((a.params, a.opt_state, a.batch_stats)),
+                  jax.tree.leaves((b.params, b.opt_state, b.batch_stats))):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_digests_catch_what_orbax_reads_back_changed(tmp_path):
+  """A checkpoint that restores, but not to what was saved, is corrupt."""
+  config = tiny.get_config()
+  config.num_train_steps = 4
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  train.train_and_evaluate(config, str(tmp_path))
+  digests = tmp_path / 'checkpoints' / '4.digests.json'
+  saved = json.loads(digests.read_text())
+  key = sorted(k for k in saved if 'params' in k)[0]
+  digests.write_text(json.dumps({**saved, key: '0' * 64}))
+  state = _restored(tmp_path, config)
+  assert int(state.step) == 2
+  assert any(p.name.startswith('4.corrupt-')
+             for p in (tmp_path / 'checkpoints').iterdir())
