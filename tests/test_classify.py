@@ -112,7 +112,8 @@ def test_missing_or_same_workdir_is_a_clear_error(pretrain_dir, tmp_path):
     pretrained.knn_eval(_config(mode='knn_eval', **{
         'pretrained.workdir': workdir}), workdir)
   # Nothing was written into the pretraining run.
-  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == [
+      '2', '2.digests.json', '4', '4.digests.json']
 
 
 # Semi-supervised setting: a labelled subset, and the from-scratch baseline.
