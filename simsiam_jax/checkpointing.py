@@ -192,11 +192,14 @@ class Checkpointer:
       if isinstance(e, CheckpointWriteError):
         raise
       first = str(e).strip().splitlines()[0][:500]
+      latest = self.manager.latest_step()
+      intact = ('no checkpoint was complete yet, so a rerun starts afresh'
+                if latest is None else f'the latest complete checkpoint (step '
+                f'{latest}) is intact and a rerun resumes from it')
       raise CheckpointWriteError(
           f'Writing a checkpoint to {self.directory} failed: {first}. Free '
-          'space there or pass another --workdir; the latest complete '
-          f'checkpoint (step {self.manager.latest_step()}) is intact and a '
-          'rerun resumes from it.') from e
+          f'space there, make it writable, or pass another --workdir; '
+          f'{intact}.') from e
 
   def save_if_best(self, step: int, state, knn_top1: float):
     """Keeps `state` in checkpoint_best/ if its kNN top-1 is the best so far."""

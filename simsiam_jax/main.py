@@ -94,6 +94,14 @@ def main(argv):
     raise SystemExit(checkpointing.PREEMPTED_EXIT_CODE) from e
   except USER_ERRORS as e:
     logging.error('%s: %s', type(e).__name__, e)
+    if isinstance(e, checkpointing.CheckpointWriteError):
+      # Orbax's failed background save leaves threads that wait minutes
+      # for a signal that never comes, and would hold the exit: the
+      # checkpoints on disk are complete, so leave now.
+      logging.flush()
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(2)  # pylint: disable=protected-access
     raise SystemExit(2) from e
   if jax.process_index() == 0:
     logging.info('Done: %s', summary)

@@ -244,8 +244,33 @@ def test_disk_full_is_one_clear_error(tiny_disk):
   assert proc.returncode == 2, out[-3000:]
   assert 'CheckpointWriteError: Writing a checkpoint to' in out
   assert 'No space left on device' in out
-  assert 'latest complete checkpoint (step None)' in out
+  assert 'no checkpoint was complete yet' in out
   assert not _steps(tiny_disk / 'run')  # nothing half-written counts
+
+
+def test_read_only_checkpoints_dir_fails_within_seconds(tmp_path):
+  """Orbax's background save fails; the run says so and exits, no 300 s hang."""
+  ckpts = tmp_path / 'run' / 'checkpoints'
+  ckpts.mkdir(parents=True)
+  done = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs',
+                         str(ckpts)], capture_output=True)
+  if done.returncode:
+    pytest.skip(f'cannot mount a tmpfs here: {done.stderr.decode()[:200]}')
+  try:
+    proc = _start(tmp_path / 'run', extra=['--config.num_train_steps=8',
+                                           '--config.checkpoint_every_steps=2'])
+    seen = None
+    for line in proc.stdout:
+      if '] CheckpointWriteError: ' in line and seen is None:  # main's line
+        seen = time.perf_counter()
+        assert 'Read-only file system' in line
+        assert 'no checkpoint was complete yet' in line
+    proc.wait(timeout=300)
+    assert seen is not None
+    assert time.perf_counter() - seen < 10
+    assert proc.returncode == 2
+  finally:
+    subprocess.run(['umount', str(ckpts)], check=False)
 
 
 def test_a_model_field_added_later_matches_its_neutral_value():
