@@ -11,6 +11,7 @@ summary.json or metrics.jsonl holds them, as horizontal dashed lines.
 
 import io
 import json
+import sys
 
 from absl import app
 from absl import flags
@@ -122,6 +123,12 @@ def plot_run(workdir: str) -> list[str]:
 def main(argv):
   del argv
   f = flags.FLAGS
+  missing = [w for w in f.workdir
+             if not (epath.Path(w) / metrics_io.METRICS_FILE).exists()]
+  if missing:
+    print(f'plot: no {metrics_io.METRICS_FILE} in {", ".join(missing)}: '
+          'pass the --workdir of a run.', file=sys.stderr)
+    raise SystemExit(2)
   if len(f.workdir) == 1 and not f.out:
     paths = plot_run(f.workdir[0])
   else:

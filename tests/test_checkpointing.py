@@ -288,3 +288,24 @@ def test_a_model_field_added_later_matches_its_neutral_value():
   config.model.width = 16
   assert [m.split(':')[0] for m in
           checkpointing.config_mismatches(saved, config)] == ['model.width']
+
+
+def test_a_second_training_on_a_live_workdir_is_refused(straight, tmp_path):
+  """The first run's checkpoints stay its own: equal to an unbroken run."""
+  workdir = tmp_path / 'run'
+  first = _start(workdir)
+  lines = []
+  for line in first.stdout:
+    lines.append(line)
+    if f'step 10/{NUM_STEPS}' in line:
+      break
+  second = _start(workdir)
+  out2, _ = second.communicate(timeout=300)
+  out1, _ = first.communicate(timeout=300)
+  assert second.returncode == 2, out2[-3000:]
+  assert f'is in use by pid {first.pid}' in out2
+  assert first.returncode == 0, (''.join(lines) + out1)[-3000:]
+  state = _restore(workdir)
+  assert int(state.step) == NUM_STEPS
+  _assert_trees(state.params, straight.params, exact=True)
+  _assert_trees(state.opt_state, straight.opt_state, exact=True)

@@ -182,3 +182,13 @@ def test_export_bad_input_is_one_line_and_exit_2(tiny_run, tmp_path, bad,
   assert message in result.stderr
   assert 'Traceback' not in result.stderr
   assert not os.path.exists(tmp_path / 'x.pth')
+
+
+def test_plot_of_no_run_is_one_line_and_exit_2(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'simsiam_jax.plot',
+       f'--workdir={tmp_path}/none'], cwd=REPO_ROOT, capture_output=True,
+      text=True, timeout=120, env=os.environ.copy())
+  assert result.returncode == 2
+  assert 'no metrics.jsonl in' in result.stderr
+  assert not os.path.exists(tmp_path / 'none')  # nothing created
