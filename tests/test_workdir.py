@@ -160,6 +160,7 @@ def finished_run(tmp_path_factory):
   config = tiny.get_config()
   config.num_train_steps = 4
   config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
   summary = train.train_and_evaluate(config, str(workdir))
   return config, workdir, summary
 
@@ -242,14 +243,11 @@ def _flip_a_byte(step_dir):
   target.write_bytes(bytes(data))
 
 
-def test_a_corrupt_latest_checkpoint_is_moved_aside_and_redone(tmp_path):
+def test_a_corrupt_latest_checkpoint_is_moved_aside_and_redone(finished_run,
+                                                               tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
-  config = tiny.get_config()
-  config.num_train_steps = 4
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 2
-  unbroken, broken = tmp_path / 'unbroken', tmp_path / 'broken'
-  train.train_and_evaluate(config, str(unbroken))
+  config, unbroken, _ = finished_run
+  broken = tmp_path / 'broken'
   assert (unbroken / 'checkpoints' / '4.digests.json').exists()
   shutil.copytree(unbroken, broken)
   (broken / workdir_lib.SUMMARY_FILE).unlink()
@@ -266,13 +264,11 @@ def test_a_corrupt_latest_checkpoint_is_moved_aside_and_redone(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
-def test_digests_catch_what_orbax_reads_back_changed(tmp_path):
+def test_digests_catch_what_orbax_reads_back_changed(finished_run, tmp_path):
   """A checkpoint that restores, but not to what was saved, is corrupt."""
-  config = tiny.get_config()
-  config.num_train_steps = 4
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 2
-  train.train_and_evaluate(config, str(tmp_path))
+  import shutil  # pylint: disable=g-import-not-at-top
+  config, workdir, _ = finished_run
+  shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
   digests = tmp_path / 'checkpoints' / '4.digests.json'
   saved = json.loads(digests.read_text())
   key = sorted(k for k in saved if 'params' in k)[0]
