@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from simsiam_jax import parallel
 from simsiam_jax import workdir as workdir_lib
 
 CHECKPOINT_DIR = workdir_lib.CHECKPOINT_DIR
@@ -62,18 +63,12 @@ def _state_items(state) -> dict:
 DIGESTS_SUFFIX = '.digests.json'
 
 
-def _local_value(x) -> np.ndarray:
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    return np.asarray(x.addressable_data(0))  # replicated: any copy
-  return np.asarray(x)
-
-
 def array_digests(state) -> dict:
   """{path: SHA-256 of the array's bytes} for every array a checkpoint holds."""
-  leaves = jax.tree_util.tree_leaves_with_path(_state_items(state))
+  leaves = jax.tree_util.tree_leaves_with_path(
+      parallel.to_host(_state_items(state)))
   return {jax.tree_util.keystr(path): hashlib.sha256(
-      np.ascontiguousarray(_local_value(x)).tobytes()).hexdigest()
-          for path, x in leaves}
+      np.ascontiguousarray(x).tobytes()).hexdigest() for path, x in leaves}
 
 
 # Model fields added after runs were saved without them, with the value

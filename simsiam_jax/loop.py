@@ -97,7 +97,7 @@ def _check_finite(losses_in_window: list, first_step: int,
         'check the input data.')
 
 
-_param_norm = jax.jit(lambda params: optax.global_norm(params))
+_param_norm = jax.jit(optax.global_norm)
 
 
 class ParamCheck:

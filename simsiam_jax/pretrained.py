@@ -53,14 +53,8 @@ def _check(config: ml_collections.ConfigDict, workdir: str) -> str:
     raise PretrainedNotFound(
         f'--workdir is the pretraining workdir {pc.workdir!r}: give the '
         'evaluation its own --workdir so the pretraining run stays untouched.')
-  subdir = (checkpointing.BEST_DIR if pc.checkpoint == 'best'
-            else checkpointing.CHECKPOINT_DIR)
-  if not (epath.Path(pc.workdir) / subdir).is_dir():
-    raise PretrainedNotFound(
-        f'No {subdir}/ in {pc.workdir!r}: config.pretrained.workdir must be a '
-        'pretraining --workdir' + (' whose run had the kNN monitor on.'
-                                   if pc.checkpoint == 'best' else '.'))
-  return subdir
+  return (checkpointing.BEST_DIR if pc.checkpoint == 'best'
+          else checkpointing.CHECKPOINT_DIR)
 
 
 def read_run(run_workdir: str, mesh, subdir: str = checkpointing.CHECKPOINT_DIR,
@@ -77,8 +71,10 @@ def read_run(run_workdir: str, mesh, subdir: str = checkpointing.CHECKPOINT_DIR,
     PretrainedNotFound: no readable checkpoint there.
   """
   if not (epath.Path(run_workdir) / subdir).is_dir():
-    raise PretrainedNotFound(f'No {subdir}/ in {run_workdir!r}: not the '
-                             'workdir of a pretraining run.')
+    raise PretrainedNotFound(
+        f'No {subdir}/ in {run_workdir!r}: not the workdir of a pretraining '
+        'run' + (' with the kNN monitor on.'
+                 if subdir == checkpointing.BEST_DIR else '.'))
   reader = checkpointing.Checkpointer(run_workdir, _READER_CONFIG,
                                       subdir=subdir, read_only=True)
   steps = sorted(reader.manager.all_steps())
