@@ -9,6 +9,7 @@ import time
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import optax
@@ -33,10 +34,49 @@ def setup(config: ml_collections.ConfigDict, workdir: str,
   """Mesh, batch split checked, and (process 0) the workdir with `config` in it."""
   mesh = parallel.create_mesh() if mesh is None else mesh
   local_batch = parallel.check_batch_size(config.batch_size, mesh)
-  is_chief = jax.process_index() == 0
-  if is_chief:
-    workdir_lib.prepare(workdir, config)
-  return Run(mesh, local_batch, is_chief)
+  take_workdir(workdir, config)
+  return Run(mesh, local_batch, jax.process_index() == 0)
+
+
+class OtherProcessFailed(workdir_lib.WorkdirError):
+  """Another process of this multi-host run could not take the workdir."""
+
+
+def take_workdir(workdir: str, config: ml_collections.ConfigDict):
+  """Process 0 prepares the workdir (`workdir.prepare`); all processes agree.
+
+  The others then check that the lock they see is process 0's
+  (`workdir.check_owner`). Whatever fails on one process stops every
+  process here, with its own one-line error, instead of leaving the rest
+  to wait in the next collective.
+  """
+  chief = jax.process_index() == 0
+  run_id, error = 0, None
+  if chief:
+    try:
+      run_id = workdir_lib.prepare(workdir, config)
+    except Exception as e:  # pylint: disable=broad-except
+      error = e
+  if jax.process_count() == 1:
+    if error is not None:
+      raise error
+    return
+  words = multihost_utils.broadcast_one_to_all(np.array(
+      [error is None, run_id >> 31, run_id & (2**31 - 1)], np.int32))
+  run_id = (int(words[1]) << 31) | int(words[2])
+  if not chief and error is None and words[0]:
+    try:
+      workdir_lib.check_owner(workdir, run_id)
+    except workdir_lib.WorkdirError as e:
+      error = e
+  failed = multihost_utils.process_allgather(np.int32(error is not None))
+  if error is not None:
+    raise error
+  if not words[0] or failed.any():
+    who = 0 if not words[0] else int(np.flatnonzero(failed)[0])
+    raise OtherProcessFailed(
+        f'Process {who} could not take the workdir {workdir} (its log says '
+        'why); this process stops with it.')
 
 
 def create_writer(workdir: str, run: Run):

@@ -16,6 +16,7 @@ import jax
 import ml_collections
 
 from simsiam_jax import checkpointing
+from simsiam_jax import loop
 from simsiam_jax import optim
 from simsiam_jax import parallel
 from simsiam_jax import state as state_lib
@@ -123,8 +124,7 @@ def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   mesh = parallel.create_mesh()
   saved, model, state = load(config, workdir, mesh)  # checked before writing
-  if jax.process_index() == 0:
-    workdir_lib.prepare(workdir, config)
+  loop.take_workdir(workdir, config)
   knn_monitor = monitor.KnnMonitor(config, model, mesh)
   baselines = knn_monitor.baselines(seed=saved.seed)  # shown in the log line
   top1 = knn_monitor(state)

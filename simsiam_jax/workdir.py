@@ -14,6 +14,7 @@ import datetime
 import fcntl
 import json
 import os
+import secrets
 import socket
 
 from absl import logging
@@ -47,26 +48,30 @@ class ResumeRefused(ValueError):
   """The workdir holds a run of another config."""
 
 
-_held = {}  # lock path -> open file, for this process's life
+_held = {}  # lock path -> (open file, run id), for this process's life
 
 
-def claim(workdir: str):
+def claim(workdir: str) -> int:
   """Makes this process the workdir's one owner until it exits.
 
   An `fcntl` lock on WORKDIR/.lock, which records the holder (pid, host,
-  start time); the kernel drops it when the process ends, however it
-  ends, so a lock is never stale. Claiming again from the same process is
-  a no-op. gs:// workdirs cannot be locked and are not.
+  start time, a random run id); the kernel drops it when the process ends,
+  however it ends, so a lock is never stale. Claiming again from the same
+  process is a no-op. gs:// workdirs cannot be locked and are not.
+
+  Returns:
+    The run id (0 for an unlocked gs:// workdir): the other processes of
+    a multi-host run check it with `check_owner`.
 
   Raises:
     WorkdirLocked: another process holds it.
   """
   if '://' in str(workdir):
     logging.info('%s is not a local path: not locked.', workdir)
-    return
+    return 0
   path = os.path.abspath(os.path.join(workdir, LOCK_FILE))
   if path in _held:
-    return
+    return _held[path][1]
   f = open(path, 'a+')  # pylint: disable=consider-using-with
   try:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -82,12 +87,40 @@ def claim(workdir: str):
         f'{workdir} is in use by pid {h.get("pid", "?")} on '
         f'{h.get("host", "?")} (since {h.get("started", "?")}): wait for that '
         'run to end (or stop it), or pass another --workdir.') from None
+  run_id = secrets.randbits(62) or 1
   f.seek(0)
   f.truncate()
   f.write(json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
-                      'started': _now()}))
+                      'started': _now(), 'run_id': run_id}))
   f.flush()
-  _held[path] = f
+  _held[path] = (f, run_id)
+  return run_id
+
+
+def check_owner(workdir: str, run_id: int):
+  """Checks, on a process other than 0, that the workdir is its run's.
+
+  `run_id` is what process 0's `claim` returned. The lock file this
+  process sees must carry it: otherwise the hosts do not share one
+  workdir (a local path on each host) or another run holds it.
+
+  Raises:
+    WorkdirError: it is not this run's.
+  """
+  if not run_id:
+    return
+  path = os.path.join(workdir, LOCK_FILE)
+  try:
+    with open(path) as f:
+      seen = json.loads(f.read() or '{}').get('run_id')
+  except (OSError, ValueError, AttributeError):
+    seen = None
+  if seen != run_id:
+    raise WorkdirError(
+        f'{path} does not belong to this run (process 0 locked it as run '
+        f'{run_id}; this process reads {seen}): every process must see the '
+        'same shared --workdir (e.g. NFS or gs://), not a local folder '
+        'of its own host.')
 
 
 def _now() -> str:
@@ -141,7 +174,7 @@ def _has_run(path: epath.Path) -> bool:
           any(True for _ in ckpt.iterdir()))
 
 
-def prepare(workdir: str, config):
+def prepare(workdir: str, config) -> int:
   """Claims the workdir, checks that it holds this run, then saves `config`.
 
   A workdir whose run has begun (config.json and checkpoints) resumes only
@@ -153,6 +186,9 @@ def prepare(workdir: str, config):
 
   Process 0's job: callers check. No JAX here, so tools read workdirs cheaply.
 
+  Returns:
+    The run id from `claim`.
+
   Raises:
     WorkdirError: it cannot be created or written.
     WorkdirLocked: another process owns it.
@@ -162,7 +198,7 @@ def prepare(workdir: str, config):
   text = config.to_json_best_effort(indent=2)
   try:
     path.mkdir(parents=True, exist_ok=True)
-    claim(workdir)
+    run_id = claim(workdir)
     event, refused, accepted = 'start', [], []
     if _has_run(path):
       event = 'resume'
@@ -184,6 +220,7 @@ def prepare(workdir: str, config):
         {'time': _now(), 'event': event, 'pid': os.getpid(), 'policy': policy,
          'changed': accepted + refused}))
     (path / CONFIG_FILE).write_text(text)
+    return run_id
   except OSError as e:
     if isinstance(e, WorkdirError):
       raise

@@ -1,6 +1,8 @@
 """Test set-up: 8 simulated CPU devices, configured before JAX starts."""
 
 import os
+import subprocess
+import sys
 import tempfile
 
 # Must run before the first `import jax` anywhere in the test session.
@@ -24,3 +26,17 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def eight_devices():
   assert jax.device_count() == 8, (
       'tests expect 8 simulated devices; XLA_FLAGS was set too late')
+
+
+def hold_workdir(workdir, seconds=120):
+  """A process that claims `workdir` and sleeps; returned once it holds it."""
+  code = ('import sys, time\n'
+          'from simsiam_jax import workdir\n'
+          'workdir.claim(sys.argv[1])\n'
+          'print("held", flush=True)\n'
+          f'time.sleep({seconds})\n')
+  proc = subprocess.Popen([sys.executable, '-c', code, str(workdir)],
+                          cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, 'PYTHONPATH': REPO_ROOT})
+  assert proc.stdout.readline().strip() == 'held'
+  return proc

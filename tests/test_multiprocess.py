@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -31,6 +32,7 @@ from simsiam_jax.data import tfds_pipeline  # pylint: disable=g-import-not-at-to
 from simsiam_jax.models import simsiam  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests import fmnist_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests.conftest import REPO_ROOT  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests.conftest import hold_workdir  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_PROCESSES, LOCAL_DEVICES, STEPS = 2, 4, 4
 OVERRIDES = {'data.dataset': 'fashion_mnist_debian', 'data.image_size': 16,
@@ -53,31 +55,70 @@ def _free_port():
     return s.getsockname()[1]
 
 
+def _launch(workdirs, manual, tfds_dir):
+  """The CLI on NUM_PROCESSES processes, process i on workdirs[i]."""
+  port = _free_port()
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={LOCAL_DEVICES}'
+  flags = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
+  flags += [f'--config.data.data_dir={tfds_dir}',
+            f'--config.data.manual_dir={manual}']
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'simsiam_jax.main', '--config=configs/tiny.py',
+       f'--workdir={workdirs[i]}', f'--coordinator_address=localhost:{port}',
+       f'--num_processes={NUM_PROCESSES}', f'--process_id={i}', *flags],
+      cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(NUM_PROCESSES)]
+  logs = [p.communicate(timeout=600)[1] for p in procs]
+  return [p.returncode for p in procs], logs
+
+
 @pytest.fixture(scope='module')
-def two_process_run(tmp_path_factory):
+def data(tmp_path_factory):
   root = tmp_path_factory.mktemp('mp')
   manual = root / 'manual'
   manual.mkdir()
   fmnist_files.write_random(manual, 96, 40)
   config = _config(root / 'tfds', manual)
   tfds_pipeline.get_builder(config.data)  # prepare once, before the processes start
+  return config, root, manual
+
+
+@pytest.fixture(scope='module')
+def two_process_run(data):
+  config, root, manual = data
   workdir = root / 'run'
-  port = _free_port()
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={LOCAL_DEVICES}'
-  flags = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
-  flags += [f'--config.data.data_dir={root / "tfds"}',
-            f'--config.data.manual_dir={manual}']
-  procs = [subprocess.Popen(
-      [sys.executable, '-m', 'simsiam_jax.main', '--config=configs/tiny.py',
-       f'--workdir={workdir}', f'--coordinator_address=localhost:{port}',
-       f'--num_processes={NUM_PROCESSES}', f'--process_id={i}', *flags],
-      cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for i in range(NUM_PROCESSES)]
-  logs = [p.communicate(timeout=600)[1] for p in procs]
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-4000:]
+  rcs, logs = _launch([workdir] * NUM_PROCESSES, manual, root / 'tfds')
+  for rc, log in zip(rcs, logs):
+    assert rc == 0, log[-4000:]
   return config, workdir, logs
+
+
+@pytest.mark.slow
+def test_a_workdir_one_process_cannot_take_stops_them_all(data, tmp_path):
+  """No process is left waiting in a collective for one that stopped."""
+  _, root, manual = data
+  held = tmp_path / 'held'
+  held.mkdir()
+  holder = hold_workdir(held, seconds=600)
+  try:
+    start = time.monotonic()
+    rcs, logs = _launch([held] * NUM_PROCESSES, manual, root / 'tfds')
+    assert time.monotonic() - start < 120
+  finally:
+    holder.kill()
+  assert rcs == [2] * NUM_PROCESSES, logs
+  assert f'in use by pid {holder.pid}' in logs[0]
+  assert 'Process 0 could not take the workdir' in logs[1]
+  assert not (held / 'config.json').exists()
+  # Each process on a folder of its own, as with a local path on each host:
+  # process 1 does not find process 0's run id in its lock file.
+  rcs, logs = _launch([tmp_path / 'host0', tmp_path / 'host1'], manual,
+                      root / 'tfds')
+  assert rcs == [2] * NUM_PROCESSES, logs
+  assert 'does not belong to this run' in logs[1]
+  assert 'same shared --workdir' in logs[1]
+  assert 'Process 1 could not take the workdir' in logs[0]
 
 
 def _reference(config):

@@ -16,24 +16,11 @@ from simsiam_jax import export
 from simsiam_jax import train
 from simsiam_jax import workdir as workdir_lib
 from tests.conftest import REPO_ROOT
-
-
-def _hold(workdir):
-  """A process that claims `workdir` and sleeps; returns it once it holds it."""
-  code = ('import sys, time\n'
-          'from simsiam_jax import workdir\n'
-          'workdir.claim(sys.argv[1])\n'
-          'print("held", flush=True)\n'
-          'time.sleep(120)\n')
-  proc = subprocess.Popen([sys.executable, '-c', code, str(workdir)],
-                          cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
-                          env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
-  assert proc.stdout.readline().strip() == 'held'
-  return proc
+from tests.conftest import hold_workdir
 
 
 def test_a_held_workdir_is_refused_naming_its_holder(tmp_path):
-  holder = _hold(tmp_path)
+  holder = hold_workdir(tmp_path)
   try:
     with pytest.raises(workdir_lib.WorkdirLocked,
                        match=f'in use by pid {holder.pid} on '):
@@ -46,9 +33,21 @@ def test_a_held_workdir_is_refused_naming_its_holder(tmp_path):
   workdir_lib.claim(str(tmp_path))  # again from the same process: a no-op
 
 
+def test_other_processes_check_the_run_id_in_the_lock(tmp_path):
+  run_id = workdir_lib.claim(str(tmp_path))
+  assert run_id == workdir_lib.claim(str(tmp_path))  # same claim, same id
+  assert json.loads((tmp_path / '.lock').read_text())['run_id'] == run_id
+  workdir_lib.check_owner(str(tmp_path), run_id)
+  with pytest.raises(workdir_lib.WorkdirError, match='same shared --workdir'):
+    workdir_lib.check_owner(str(tmp_path), run_id + 1)  # another run's lock
+  with pytest.raises(workdir_lib.WorkdirError, match='reads None'):
+    workdir_lib.check_owner(str(tmp_path / 'elsewhere'), run_id)  # no lock
+  workdir_lib.check_owner('gs://bucket/run', 0)  # not locked: nothing to check
+
+
 def test_cli_on_a_held_workdir_stops_at_once_and_writes_nothing(tmp_path):
   (tmp_path / 'config.json').write_text('{"a run": "of its own"}')
-  holder = _hold(tmp_path)
+  holder = hold_workdir(tmp_path)
   try:
     t = time.perf_counter()
     result = subprocess.run(

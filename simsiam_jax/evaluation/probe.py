@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from simsiam_jax import loop
 from simsiam_jax import parallel
 from simsiam_jax import pretrained
 from simsiam_jax import workdir as workdir_lib
@@ -188,8 +189,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict,
   """
   mesh = parallel.create_mesh()
   _, model, state = pretrained.load(config, workdir, mesh)  # checked first
-  if jax.process_index() == 0:
-    workdir_lib.prepare(workdir, config)
+  loop.take_workdir(workdir, config)
   knn_monitor = monitor.KnnMonitor(config, model, mesh)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   result = probe_features(config, knn_monitor, variables)
