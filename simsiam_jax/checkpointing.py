@@ -86,6 +86,21 @@ def config_mismatches(saved: dict, config: ml_collections.ConfigDict) -> list:
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+def _write_replicated_arrays_whole_on_cpu():
+  """On the CPU, each replicated array is written whole by one device.
+
+  Orbax's default there (replica-parallel writing) cuts every replicated
+  array into one slice per device and compiles a slicing program for
+  each (array, device): about 150 compilations, 10 s of the tiny run's
+  first save on 8 simulated devices, for no gain (they share one memory).
+  Accelerators keep Orbax's default.
+  """
+  if jax.default_backend() == 'cpu':
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
+        override=True)
+
+
 def _directory(workdir: str, subdir: str) -> str:
   """workdir/subdir, absolute for local paths; gs://... as it is."""
   if '://' in str(workdir):
@@ -103,6 +118,7 @@ class Checkpointer:
                subdir: str = CHECKPOINT_DIR, read_only: bool = False):
     """The manager of `workdir/subdir`; `read_only` for another run's checkpoints."""
     self.directory = _directory(workdir, subdir)
+    _write_replicated_arrays_whole_on_cpu()
     cc = config.checkpoint
     options = ocp.CheckpointManagerOptions(
         max_to_keep=cc.keep, create=not read_only, read_only=read_only,
