@@ -41,8 +41,9 @@ flags.DEFINE_string('coordinator_address', '', 'host:port of process 0.')
 flags.DEFINE_integer('num_processes', 0, 'Number of processes (multi-host).')
 flags.DEFINE_integer('process_id', -1, 'Index of this process (multi-host).')
 flags.DEFINE_bool('library_logs', False, 'Also show the INFO lines of the '
-                  'libraries (Orbax, clu, TFDS); by default only their '
-                  'warnings and errors are shown.')
+                  'libraries (Orbax, clu, TFDS) and the tracebacks of their '
+                  'file system errors; by default only their warnings and '
+                  'errors are shown.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -53,12 +54,20 @@ class _OwnInfoOnly(std_logging.Filter):
 
   Orbax, clu and TFDS log through absl at INFO (checkpoint manager
   internals, one metric-writer line per log step): dozens of lines between
-  the progress lines. Warnings and errors still pass.
+  the progress lines. Warnings and errors still pass; a library's error
+  about a file system failure (a failed background checkpoint write: Orbax
+  logs it from three threads, 230 lines) keeps its message but not its
+  traceback, as this package's own line says what failed and what is
+  intact. `--library_logs` shows everything.
   """
 
   def filter(self, record):
-    return (record.levelno >= std_logging.WARNING or
-            os.path.abspath(record.pathname).startswith(_PACKAGE_DIR))
+    own = os.path.abspath(record.pathname).startswith(_PACKAGE_DIR)
+    if (not own and record.exc_info and
+        isinstance(record.exc_info[1], OSError)):
+      record.exc_info, record.exc_text = None, None
+      record.msg = f'{record.msg} (traceback: --library_logs)'
+    return record.levelno >= std_logging.WARNING or own
 
 MODES = {'pretrain': train.train_and_evaluate,
          'knn_eval': pretrained.knn_eval,
