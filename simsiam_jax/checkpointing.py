@@ -32,6 +32,7 @@ import orbax.checkpoint as ocp
 
 from simsiam_jax import parallel
 from simsiam_jax import workdir as workdir_lib
+from simsiam_jax.models import simsiam
 
 CHECKPOINT_DIR = workdir_lib.CHECKPOINT_DIR
 BEST_DIR = 'checkpoint_best'  # the best by kNN top-1, kept apart from the latest
@@ -71,10 +72,10 @@ def array_digests(state) -> dict:
       np.ascontiguousarray(x).tobytes()).hexdigest() for path, x in leaves}
 
 
-# Model fields added after runs were saved without them, with the value
-# that builds the network those runs built: a checkpoint whose config lacks
-# one matches a run that leaves it at this value.
-FIELDS_ADDED_LATER = {'model.stage_widths': (), 'model.conv_impl': 'auto'}
+# A checkpoint whose config lacks one of these matches a run that leaves it
+# at its neutral value.
+FIELDS_ADDED_LATER = {f'model.{k}': v
+                      for k, v in simsiam.FIELDS_ADDED_LATER.items()}
 
 
 def config_mismatches(saved: dict, config: ml_collections.ConfigDict) -> list:

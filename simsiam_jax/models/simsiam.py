@@ -74,19 +74,26 @@ class SimSiam(nn.Module):
     return z1, z2, p1, p2
 
 
+# Model fields added after runs were saved without them, with the value
+# that builds the network those runs built: a saved config that lacks one
+# builds with this value, and its checkpoint matches a run that sets it.
+FIELDS_ADDED_LATER = {'stage_widths': (), 'conv_impl': 'auto'}
+
+
 def create_model(model_config: ml_collections.ConfigDict) -> SimSiam:
-  """Builds SimSiam from `config.model`."""
+  """Builds SimSiam from `config.model` (saved with or without `FIELDS_ADDED_LATER`)."""
+  later = {k: model_config.get(k, v) for k, v in FIELDS_ADDED_LATER.items()}
   dtype = jnp.dtype(model_config.dtype)
   param_dtype = jnp.dtype(model_config.param_dtype)
   backbone = resnet.ResNet(
       depth=model_config.depth,
       width=model_config.width,
       stage_sizes=tuple(model_config.stage_sizes),
-      stage_widths=tuple(model_config.get('stage_widths', ())),
+      stage_widths=tuple(later['stage_widths']),
       stem=model_config.stem,
       cifar_stem_stride=model_config.cifar_stem_stride,
       zero_init_residual=model_config.zero_init_residual,
-      conv_impl=model_config.get('conv_impl', 'auto'),
+      conv_impl=later['conv_impl'],
       dtype=dtype, param_dtype=param_dtype)
   return SimSiam(
       backbone=backbone,
