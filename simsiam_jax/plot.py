@@ -30,7 +30,7 @@ METRICS = {
 # Constant references drawn on a metric's plot: {metric: {key: label}}.
 BASELINES = {'knn_top1': {'knn_raw_pixels': 'raw pixels',
                           'knn_random_init': 'random init'}}
-_COLOURS = {'raw pixels': 'tab:gray', 'random init': 'tab:red'}
+_COLOURS = {'raw pixels': 'tab:gray', 'random init': 'black'}  # not in the curves' cycle
 
 
 def _curves(workdir: str) -> dict:
@@ -65,11 +65,31 @@ def _baselines(workdir: str, metric: str) -> dict:
   return {keys[k]: float(v) for k, v in found.items()}
 
 
-def _draw_baselines(ax, baselines: dict, run: str = ''):
-  """Horizontal dashed lines, one per {label: value}."""
+def _draw_baselines(ax, baselines: dict):
+  """Horizontal dashed lines, one per {legend label: value}."""
   for label, value in baselines.items():
-    ax.axhline(value, linestyle='--', color=_COLOURS.get(label),
-               label=f'{label} ({run})' if run else label)
+    ax.axhline(value, linestyle='--', color=_COLOURS.get(label.split(' (')[0]),
+               label=label)
+
+
+def _shared_baselines(per_run: list) -> dict:
+  """[(run, {label: value})] -> {legend label: value}, each line once.
+
+  Runs on the same data share their baselines: one line for all of them,
+  named by its label; a label whose value differs between runs gets a
+  line per run, named 'label (run)'.
+  """
+  values = {}
+  for run, baselines in per_run:
+    for label, value in baselines.items():
+      values.setdefault(label, {}).setdefault(round(value, 6), []).append(run)
+  lines = {}
+  for label, by_value in values.items():
+    for value, runs in by_value.items():
+      name = label if len(by_value) == 1 or not runs[0] else (
+          f'{label} ({", ".join(runs)})')
+      lines[name] = value
+  return lines
 
 
 def _name(workdir: str) -> str:
@@ -89,21 +109,21 @@ def plot_runs(workdirs: list[str], out_dir: str, prefix: str = '') -> list[str]:
     if not any(name in curves for _, curves, _ in runs):
       continue
     fig, ax = plt.subplots(figsize=(6, 4))
-    legend = len(runs) > 1
+    per_run = []
     for run, curves, workdir in runs:
       if name in curves:
         x, values, unit = curves[name]
         ax.plot(x, values, marker='o' if len(x) < 30 else None,
                 label=run or None)
         ax.set_xlabel(unit)
-        baselines = _baselines(workdir, name)
-        if baselines:
-          _draw_baselines(ax, baselines, run)
-          legend = True
+        per_run.append((run, _baselines(workdir, name)))
+    baselines = _shared_baselines(per_run)
+    if baselines:
+      _draw_baselines(ax, baselines)
     ax.set_ylabel(label)
     ax.set_title(name if len(runs) > 1 else f'{name} - {_name(workdirs[0])}')
-    if legend:
-      ax.legend()
+    if len(runs) > 1 or baselines:
+      ax.legend(fontsize='small')
     ax.grid(alpha=0.3)
     path = epath.Path(out_dir) / f'{prefix}{name}.png'
     fig.tight_layout()

@@ -65,6 +65,17 @@ def test_runs_overlaid_on_one_plot(tmp_path):
   assert os.path.getsize(paths[0]) > 1000
 
 
+def test_runs_on_the_same_data_share_one_line_per_baseline():
+  lines = plot._shared_baselines([  # pylint: disable=protected-access
+      ('a', {'raw pixels': 0.8178, 'random init': 0.6934}),
+      ('b', {'raw pixels': 0.8178, 'random init': 0.7}),
+      ('c', {'raw pixels': 0.8178, 'random init': 0.6934})])
+  assert lines == {'raw pixels': 0.8178, 'random init (a, c)': 0.6934,
+                   'random init (b)': 0.7}
+  assert plot._shared_baselines([('', {'raw pixels': 0.5})]) == {  # pylint: disable=protected-access
+      'raw pixels': 0.5}
+
+
 def test_object_store_writer_rewrites_instead_of_appending(tmp_path,
                                                             monkeypatch):
   """gs:// cannot append: the JSONL writer rewrites the whole file there."""
@@ -89,8 +100,8 @@ def test_knn_plot_draws_the_baselines(tmp_path, monkeypatch):
   drawn = []
   draw = plot._draw_baselines  # pylint: disable=protected-access
   monkeypatch.setattr(plot, '_draw_baselines',
-                      lambda ax, baselines, run='': drawn.append(baselines)
-                      or draw(ax, baselines, run))
+                      lambda ax, baselines: drawn.append(baselines)
+                      or draw(ax, baselines))
   paths = plot.plot_run(str(tmp_path))
   assert drawn == [{'raw pixels': 0.5, 'random init': 0.3}]  # kNN plot only
   knn_png = str(tmp_path / 'knn_top1.png')
