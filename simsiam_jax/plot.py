@@ -66,18 +66,23 @@ def _baselines(workdir: str, metric: str) -> dict:
 
 
 def _draw_baselines(ax, baselines: dict):
-  """Horizontal dashed lines, one per {legend label: value}."""
+  """Horizontal lines, one per {legend label: value}: dashed, then dotted
+  and dash-dotted for a label's other values."""
+  seen = {}
   for label, value in baselines.items():
-    ax.axhline(value, linestyle='--', color=_COLOURS.get(label.split(' (')[0]),
-               label=label)
+    kind = label.split(' (')[0]
+    style = ('--', ':', '-.')[min(seen.get(kind, 0), 2)]
+    seen[kind] = seen.get(kind, 0) + 1
+    ax.axhline(value, linestyle=style, color=_COLOURS.get(kind), label=label)
 
 
 def _shared_baselines(per_run: list) -> dict:
   """[(run, {label: value})] -> {legend label: value}, each line once.
 
   Runs on the same data share their baselines: one line for all of them,
-  named by its label; a label whose value differs between runs gets a
-  line per run, named 'label (run)'.
+  named by its label. Where a label's value differs between runs (random
+  init of another seed), the value most runs share keeps the plain label
+  and each other value is named 'label (its runs)'.
   """
   values = {}
   for run, baselines in per_run:
@@ -85,10 +90,11 @@ def _shared_baselines(per_run: list) -> dict:
       values.setdefault(label, {}).setdefault(round(value, 6), []).append(run)
   lines = {}
   for label, by_value in values.items():
+    common = max(by_value, key=lambda v: len(by_value[v]))
+    lines[label] = common
     for value, runs in by_value.items():
-      name = label if len(by_value) == 1 or not runs[0] else (
-          f'{label} ({", ".join(runs)})')
-      lines[name] = value
+      if value != common:
+        lines[f'{label} ({", ".join(runs)})'] = value
   return lines
 
 
@@ -108,7 +114,7 @@ def plot_runs(workdirs: list[str], out_dir: str, prefix: str = '') -> list[str]:
   for name, label in METRICS.items():
     if not any(name in curves for _, curves, _ in runs):
       continue
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(9, 4) if len(runs) > 1 else (6, 4))
     per_run = []
     for run, curves, workdir in runs:
       if name in curves:
@@ -122,7 +128,9 @@ def plot_runs(workdirs: list[str], out_dir: str, prefix: str = '') -> list[str]:
       _draw_baselines(ax, baselines)
     ax.set_ylabel(label)
     ax.set_title(name if len(runs) > 1 else f'{name} - {_name(workdirs[0])}')
-    if len(runs) > 1 or baselines:
+    if len(runs) > 1:  # beside the axes, where it covers no curve
+      ax.legend(fontsize='small', loc='upper left', bbox_to_anchor=(1.01, 1))
+    elif baselines:
       ax.legend(fontsize='small')
     ax.grid(alpha=0.3)
     path = epath.Path(out_dir) / f'{prefix}{name}.png'

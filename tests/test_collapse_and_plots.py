@@ -70,7 +70,7 @@ def test_runs_on_the_same_data_share_one_line_per_baseline():
       ('a', {'raw pixels': 0.8178, 'random init': 0.6934}),
       ('b', {'raw pixels': 0.8178, 'random init': 0.7}),
       ('c', {'raw pixels': 0.8178, 'random init': 0.6934})])
-  assert lines == {'raw pixels': 0.8178, 'random init (a, c)': 0.6934,
+  assert lines == {'raw pixels': 0.8178, 'random init': 0.6934,
                    'random init (b)': 0.7}
   assert plot._shared_baselines([('', {'raw pixels': 0.5})]) == {  # pylint: disable=protected-access
       'raw pixels': 0.5}
