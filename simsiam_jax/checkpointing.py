@@ -17,6 +17,7 @@ again; if none can be read the run stops rather than starting afresh.
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -87,6 +88,7 @@ def config_mismatches(saved: dict, config: ml_collections.ConfigDict) -> list:
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+@functools.cache  # Orbax's registry is global: once per process
 def _write_replicated_arrays_whole_on_cpu():
   """On the CPU, each replicated array is written whole by one device.
 

@@ -61,10 +61,9 @@ def take_workdir(workdir: str, config: ml_collections.ConfigDict):
     if error is not None:
       raise error
     return
-  words = multihost_utils.broadcast_one_to_all(np.array(
-      [error is None, run_id >> 31, run_id & (2**31 - 1)], np.int32))
-  run_id = (int(words[1]) << 31) | int(words[2])
-  if not chief and error is None and words[0]:
+  chief_ok, run_id = (int(w) for w in multihost_utils.broadcast_one_to_all(
+      np.array([error is None, run_id], np.int32)))
+  if not chief and chief_ok:
     try:
       workdir_lib.check_owner(workdir, run_id)
     except workdir_lib.WorkdirError as e:
@@ -72,8 +71,8 @@ def take_workdir(workdir: str, config: ml_collections.ConfigDict):
   failed = multihost_utils.process_allgather(np.int32(error is not None))
   if error is not None:
     raise error
-  if not words[0] or failed.any():
-    who = 0 if not words[0] else int(np.flatnonzero(failed)[0])
+  if not chief_ok or failed.any():
+    who = 0 if not chief_ok else int(np.flatnonzero(failed)[0])
     raise OtherProcessFailed(
         f'Process {who} could not take the workdir {workdir} (its log says '
         'why); this process stops with it.')

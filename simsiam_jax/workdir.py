@@ -87,7 +87,7 @@ def claim(workdir: str) -> int:
         f'{workdir} is in use by pid {h.get("pid", "?")} on '
         f'{h.get("host", "?")} (since {h.get("started", "?")}): wait for that '
         'run to end (or stop it), or pass another --workdir.') from None
-  run_id = secrets.randbits(62) or 1
+  run_id = secrets.randbits(31) or 1  # fits the int32 that process 0 broadcasts
   f.seek(0)
   f.truncate()
   f.write(json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
