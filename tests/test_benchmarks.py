@@ -8,6 +8,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from benchmarks import step_compare
@@ -216,3 +217,16 @@ def test_step_profile_reads_hlo_and_trace(tmp_path):
     json.dump(trace, g)
   assert step_profile.op_durations(str(tmp_path), steps=2) == {
       'ynn_fusion.1': 300.0}
+
+
+def test_shifted_rows_weight_gradient_equals_xla_convolution_gradient():
+  from benchmarks import weight_grad_forms  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  kx, ky = jax.random.split(jax.random.key(3))
+  x = jax.random.normal(kx, (3, 5, 5, 4))
+  dy = jax.random.normal(ky, (3, 5, 5, 6))
+  ref = weight_grad_forms.xla_weight_grad(x, dy)
+  got = weight_grad_forms.shifted_rows_weight_grad(x, dy)
+  assert got.shape == (3, 3, 4, 6)
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+  # Not trivially equal: the corner offset sees other pixels than the centre.
+  assert float(jnp.max(jnp.abs(ref[0, 0] - ref[1, 1]))) > 0.1
