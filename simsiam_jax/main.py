@@ -63,11 +63,50 @@ class _OwnInfoOnly(std_logging.Filter):
 
   def filter(self, record):
     own = os.path.abspath(record.pathname).startswith(_PACKAGE_DIR)
-    if (not own and record.exc_info and
-        isinstance(record.exc_info[1], OSError)):
+    if not own and record.exc_info and _storage_error(record.exc_info[1]):
       record.exc_info, record.exc_text = None, None
       record.msg = f'{record.msg} (traceback: --library_logs)'
     return record.levelno >= std_logging.WARNING or own
+
+
+# How tensorstore (Orbax's storage layer) reports a failed read or write: a
+# ValueError whose message starts with the status code.
+_STORAGE_STATUS = ('RESOURCE_EXHAUSTED:', 'PERMISSION_DENIED:', 'NOT_FOUND:',
+                   'UNAVAILABLE:', 'DATA_LOSS:', 'DEADLINE_EXCEEDED:')
+
+
+def _storage_error(e: BaseException | None) -> bool:
+  """Whether `e`, or an exception it was raised from, is a storage failure."""
+  while e is not None:
+    if isinstance(e, OSError) or (
+        isinstance(e, ValueError) and str(e).startswith(_STORAGE_STATUS)):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
+def _closed_event_loop(e: BaseException | None) -> bool:
+  return isinstance(e, RuntimeError) and str(e) == 'Event loop is closed'
+
+
+def _quiet_closed_event_loops(excepthook, unraisablehook):
+  """(sys.excepthook, sys.unraisablehook) that drop 'Event loop is closed'.
+
+  After a failed background checkpoint write, Orbax closes its event loop
+  while tensorstore's threads still deliver results to it; each delivery
+  reports asyncio's RuntimeError with its traceback (through either hook,
+  dozens of times) before this package's own line about the failed write.
+  Every other exception goes to the hooks given.
+  """
+  def quiet_excepthook(kind, value, tb):
+    if not _closed_event_loop(value):
+      excepthook(kind, value, tb)
+
+  def quiet_unraisablehook(unraisable):
+    if not _closed_event_loop(unraisable.exc_value):
+      unraisablehook(unraisable)
+
+  return quiet_excepthook, quiet_unraisablehook
 
 MODES = {'pretrain': train.train_and_evaluate,
          'knn_eval': pretrained.knn_eval,
@@ -88,6 +127,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not FLAGS.library_logs:
     logging.get_absl_handler().addFilter(_OwnInfoOnly())
+    sys.excepthook, sys.unraisablehook = _quiet_closed_event_loops(
+        sys.excepthook, sys.unraisablehook)
   parallel.initialize_distributed(FLAGS.coordinator_address,
                                   FLAGS.num_processes, FLAGS.process_id)
   config = FLAGS.config

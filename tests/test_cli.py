@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -127,6 +128,63 @@ def test_library_info_lines_are_dropped_but_not_their_warnings():
   assert not keep(record(orbax, logging.INFO))
   assert keep(record(orbax, logging.WARNING))
   assert keep(record(orbax, logging.ERROR))
+
+
+def test_library_storage_errors_lose_their_traceback_only():
+  import logging  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  from simsiam_jax import main  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  keep = main._OwnInfoOnly().filter  # pylint: disable=protected-access
+  orbax = '/venv/site-packages/orbax/checkpoint/checkpoint_manager.py'
+
+  def failed_with(error):
+    try:
+      raise error
+    except Exception:  # pylint: disable=broad-except
+      return logging.LogRecord('absl', logging.ERROR, orbax, 1, 'Save failed.',
+                               None, sys.exc_info())
+
+  def chained():
+    try:
+      raise PermissionError('read-only')
+    except PermissionError as e:
+      raise RuntimeError('commit failed') from e
+
+  for error in (OSError('No space left on device'),
+                ValueError('RESOURCE_EXHAUSTED: Error writing "x/0"'),
+                chained):
+    if callable(error):
+      try:
+        error()
+      except RuntimeError as e:
+        error = e
+    rec = failed_with(error)
+    assert keep(rec) and rec.exc_info is None
+    assert rec.getMessage() == 'Save failed. (traceback: --library_logs)'
+  # A library's own bug keeps its traceback.
+  rec = failed_with(ValueError('shapes do not match'))
+  assert keep(rec) and rec.exc_info is not None
+
+
+def test_closed_event_loop_reports_are_dropped_and_nothing_else():
+  from simsiam_jax import main  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  seen, unraisable = [], []
+  excepthook, unraisablehook = main._quiet_closed_event_loops(  # pylint: disable=protected-access
+      lambda kind, value, tb: seen.append(value),
+      lambda args: unraisable.append(args.exc_value))
+
+  def args(e):  # what Python passes to sys.unraisablehook
+    return types.SimpleNamespace(exc_type=type(e), exc_value=e,
+                                 exc_traceback=None, err_msg=None, object=None)
+
+  closed = RuntimeError('Event loop is closed')
+  excepthook(RuntimeError, closed, None)
+  unraisablehook(args(closed))
+  assert not seen and not unraisable
+  for other in (RuntimeError('Event loop is running'), ValueError('x')):
+    excepthook(type(other), other, None)
+    unraisablehook(args(other))
+  assert [str(e) for e in seen] == ['Event loop is running', 'x']
+  assert [str(e) for e in unraisable] == ['Event loop is running', 'x']
 
 
 @pytest.mark.parametrize('args,message', [
