@@ -37,6 +37,9 @@ flags.DEFINE_integer('repeats', 20, 'Timed calls per form.')
 flags.DEFINE_integer('rounds', 2, 'Interleaved rounds.')
 FLAGS = flags.FLAGS
 
+# dot_general dimension numbers: contract the rows of both operands.
+_OVER_ROWS = (((0,), (0,)), ((), ()))
+
 
 def _bn_relu(x):
   c = x.shape[-1]
@@ -64,23 +67,22 @@ def shifted_rows_weight_grad(x, dy):
   rows = jnp.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0))).reshape(-1, c_in)
   grads = jnp.pad(dy, ((0, 0), (0, 2), (0, 2), (0, 0))).reshape(-1, c_out)
   n = rows.shape[0] - 2 * (width + 2) - 2  # the largest shift stays in range
-  dims = (((0,), (0,)), ((), ()))
-  out = [jax.lax.dot_general(rows[s:s + n], grads[:n], dims)
+  out = [jax.lax.dot_general(rows[s:s + n], grads[:n], _OVER_ROWS)
          for s in (kh * (width + 2) + kw for kh in range(3) for kw in range(3))]
   return jnp.stack(out).reshape(3, 3, c_in, c_out)
 
 
 def nine_dots(rows, grads):
   """Nine dots, each over its own operand (a scaled copy)."""
-  dims = (((0,), (0,)), ((), ()))
-  return jnp.stack([jax.lax.dot_general(rows * (1 + 0.01 * i), grads, dims)
-                    for i in range(9)])
+  return jnp.stack([
+      jax.lax.dot_general(rows * (1 + 0.01 * i), grads, _OVER_ROWS)
+      for i in range(9)])
 
 
 def one_dot_nine_times(rows, grads):
   """The same dot nine times: XLA computes it once, operands stay in cache."""
-  dims = (((0,), (0,)), ((), ()))
-  return jnp.stack([jax.lax.dot_general(rows, grads, dims) for _ in range(9)])
+  return jnp.stack([jax.lax.dot_general(rows, grads, _OVER_ROWS)
+                    for _ in range(9)])
 
 
 def time_ms(fn, *args, repeats):

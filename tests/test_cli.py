@@ -143,20 +143,11 @@ def test_library_storage_errors_lose_their_traceback_only():
       return logging.LogRecord('absl', logging.ERROR, orbax, 1, 'Save failed.',
                                None, sys.exc_info())
 
-  def chained():
-    try:
-      raise PermissionError('read-only')
-    except PermissionError as e:
-      raise RuntimeError('commit failed') from e
-
+  chained = RuntimeError('commit failed')  # raise ... from PermissionError
+  chained.__cause__ = PermissionError('read-only')
   for error in (OSError('No space left on device'),
                 ValueError('RESOURCE_EXHAUSTED: Error writing "x/0"'),
                 chained):
-    if callable(error):
-      try:
-        error()
-      except RuntimeError as e:
-        error = e
     rec = failed_with(error)
     assert keep(rec) and rec.exc_info is None
     assert rec.getMessage() == 'Save failed. (traceback: --library_logs)'
