@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.pred_hidden_dim = 512    # predictor bottleneck width
   c.model.predictor = 'mlp'        # 'mlp', 'none' or 'fixed_random' (paper Table 1)
   c.model.head_bn = 'default'      # BN in MLPs: 'none', 'hidden', 'default', 'all' (Table 3)
+  c.model.head_init = 'torch'      # MLP Dense init: 'torch' (nn.Linear, official code) or 'flax' (lecun normal, zero bias)
   c.model.conv_impl = 'auto'       # 'auto' (im2col where XLA:CPU would loop), 'xla', 'im2col'
   c.model.dtype = 'float32'        # compute dtype: 'float32' or 'bfloat16'
   c.model.param_dtype = 'float32'  # parameter (and BN statistics) dtype
@@ -64,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.collapse = ml_collections.ConfigDict()
   c.collapse.threshold = 0.2       # collapse_std below this counts as collapsing (healthy: ~1)
   c.collapse.patience_steps = 500  # warn after this many steps under the threshold
+  c.collapse.min_rank = 0.0        # effective rank of the batch's z below this counts as collapsing (0: off)
   c.collapse.stop = False          # also stop the run, naming the last healthy checkpoint
 
   c.knn = ml_collections.ConfigDict()
@@ -74,6 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.knn.query_batch = 1024         # test features scored against the bank at a time
   c.knn.baselines = True           # also score raw pixels and the random init (once, cached)
   c.knn.max_pixel_dim = 16384      # raw-pixel baselines only up to this many values per image
+  c.knn.rank_images = 1024         # clean train images whose features' effective rank is measured with each kNN (0: off)
   c.knn.cache_dir = ''             # baseline cache; '' = data.data_dir/simsiam_jax or ~/.cache/simsiam_jax
 
   # Every evaluation's forward passes (kNN features, fast probe, classifier tests).

@@ -83,7 +83,8 @@ def config_mismatches(saved: dict, config: ml_collections.ConfigDict) -> list:
   """'model.FIELD: checkpoint X, this run Y' for every model field that differs."""
   old = {**FIELDS_ADDED_LATER,
          **workdir_lib.flatten(saved.get('model', {}), 'model.')}
-  new = workdir_lib.flatten(config.model.to_dict(), 'model.')
+  new = {**FIELDS_ADDED_LATER,  # a saved config reopened as this run's
+         **workdir_lib.flatten(config.model.to_dict(), 'model.')}
   return [f'{k}: checkpoint {old.get(k)!r}, this run {new.get(k)!r}'
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 

@@ -174,7 +174,7 @@ class ParamCheck:
 
 def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
         steps_per_epoch: int, num_train_steps: int, after_log=None,
-        after_save=None, at_epoch_end=None):
+        after_save=None, at_epoch_end=None, sampled_metrics=()):
   """Runs `step_fn` from `state.step` to `num_train_steps`.
 
   Logs every `config.log_every_steps` (a non-finite loss stops the run
@@ -188,6 +188,9 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
     after_save: called as (step) after each checkpoint.
     at_epoch_end: called as (step, epoch, state) at each epoch's end except
       the last; returns True if it paused training (evaluation).
+    sampled_metrics: metrics the step measures at some steps only and
+      reports as NaN at the others: a window logs the mean of its measured
+      values (none measured: not logged).
 
   Returns:
     (final state, the last logged metrics, the Progress clock).
@@ -218,7 +221,8 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
       stop = watcher.should_stop(step + 1, ckpt)
       if (step + 1) % config.log_every_steps == 0 or done:
         _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
-        last = _log_window(writer, window, progress, step + 1, steps_per_epoch)
+        last = _log_window(writer, window, progress, step + 1,
+                           steps_per_epoch, sampled_metrics)
         window, window_start = [], step + 1
         if after_log:
           after_log(step + 1, last)
@@ -298,10 +302,16 @@ def _write_plots(workdir: str):
 _NOT_SHOWN = ('grad_norm', 'steps_per_sec', 'images_per_sec', 'eta_s')
 
 
-def _log_window(writer, window, progress, step, steps_per_epoch) -> dict:
+def _log_window(writer, window, progress, step, steps_per_epoch,
+                sampled_metrics=()) -> dict:
   """Averages the window's metrics, writes them and prints the progress line."""
-  last = {k: float(np.mean(parallel.to_host([m[k] for m in window])))
-          for k in window[0]}
+  last = {}
+  for k in window[0]:
+    values = np.asarray(parallel.to_host([m[k] for m in window]))
+    if k in sampled_metrics:
+      values = values[~np.isnan(values)]
+    if values.size:
+      last[k] = float(np.mean(values))
   last.update(progress.rate(step))
   writer.write_scalars(step, {**last, 'epoch': step / steps_per_epoch})
   names = sorted((k for k in last if k not in _NOT_SHOWN),

@@ -1,12 +1,13 @@
-"""PNG curves of a run from its metrics.jsonl: loss, collapse statistic, lr, kNN.
+"""PNG curves of a run from its metrics.jsonl: loss, collapse statistics, lr, kNN.
 
   python -m simsiam_jax.plot --workdir=DIR
   python -m simsiam_jax.plot --workdir=RUN_A --workdir=RUN_B --out=DIR \
       --prefix=compare_     # several runs overlaid
 
 Written at the end of every run too; one PNG per metric, against epochs.
-The kNN plot draws the run's baselines (raw pixels, random init), when its
-summary.json or metrics.jsonl holds them, as horizontal dashed lines.
+The kNN and effective-rank plots draw the run's baselines (raw pixels,
+random init), when its summary.json or metrics.jsonl holds them, as
+horizontal dashed lines.
 """
 
 import io
@@ -23,13 +24,20 @@ from simsiam_jax import workdir as workdir_lib
 METRICS = {
     'loss': 'training loss (SimSiam: -1 = aligned)',
     'collapse_std': 'std of l2-normalised z x sqrt(d) (1 healthy, 0 collapsed)',
+    'batch_z_rank': "effective rank of the batch's z",
+    'param_norm': 'global norm of the parameters',
     'learning_rate': 'learning rate',
     'knn_top1': 'kNN top-1 accuracy',
+    'feature_rank': 'effective rank of backbone features (clean images)',
+    'z_rank': 'effective rank of z (clean images)',
     'test_top1': 'test top-1 accuracy (linear probe / fine-tuning)',
 }
 # Constant references drawn on a metric's plot: {metric: {key: label}}.
-BASELINES = {'knn_top1': {'knn_raw_pixels': 'raw pixels',
-                          'knn_random_init': 'random init'}}
+BASELINES = {
+    name: {f'{name.replace("_top1", "")}_{kind}': label
+           for kind, label in (('raw_pixels', 'raw pixels'),
+                               ('random_init', 'random init'))}
+    for name in ('knn_top1', 'feature_rank', 'z_rank')}
 _COLOURS = {'raw pixels': 'tab:gray', 'random init': 'black'}  # not in the curves' cycle
 
 

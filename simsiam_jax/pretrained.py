@@ -120,15 +120,18 @@ def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Writes `workdir/summary.json` ({'knn_top1', 'step', 'pretrained', ...}),
   with the baselines 'knn_raw_pixels' and 'knn_random_init' (the pretraining
   run's own initialisation, BN on batch statistics; see
-  `KnnMonitor.baselines`) unless `config.knn.baselines` is False.
+  `KnnMonitor.baselines`) unless `config.knn.baselines` is False, and with
+  knn.rank_images > 0 the features' spread ('feature_rank', ..., see
+  `KnnMonitor.spread`) beside the same baselines' spread.
   """
   mesh = parallel.create_mesh()
   saved, model, state = load(config, workdir, mesh)  # checked before writing
   loop.take_workdir(workdir, config)
   knn_monitor = monitor.KnnMonitor(config, model, mesh)
-  baselines = knn_monitor.baselines(seed=saved.seed)  # shown in the log line
-  top1 = knn_monitor(state)
-  summary = {'knn_top1': top1, **baselines, 'step': parallel.step_of(state),
+  baselines = {**knn_monitor.baselines(seed=saved.seed),  # shown in the log
+               **knn_monitor.spread_baselines(seed=saved.seed)}
+  summary = {**knn_monitor.evaluate(state), **baselines,
+             'step': parallel.step_of(state),
              'pretrained': str(config.pretrained.workdir),
              'checkpoint': config.pretrained.checkpoint}
   if jax.process_index() == 0:

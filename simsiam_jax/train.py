@@ -11,6 +11,7 @@ import functools
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -24,12 +25,19 @@ from simsiam_jax import state as state_lib
 from simsiam_jax.data import sources
 from simsiam_jax.evaluation import collapse
 from simsiam_jax.evaluation import monitor
+from simsiam_jax.evaluation import spectrum
 from simsiam_jax.models import simsiam
+
+
+# Metrics a step measures only when its window is logged (NaN at the other
+# steps): the spread of the batch's z needs a decomposition.
+SAMPLED_METRICS = ('batch_z_rank', 'batch_z_pr')
 
 
 def train_step(state: state_lib.TrainState, batch: dict, *,
                loss_config: ml_collections.ConfigDict,
-               schedule: optax.Schedule, augmentation=None):
+               schedule: optax.Schedule, augmentation=None,
+               log_every: int = 1, num_train_steps: int = -1):
   """One SGD step on a global batch of two views.
 
   Args:
@@ -40,6 +48,8 @@ def train_step(state: state_lib.TrainState, batch: dict, *,
     schedule: learning rate per step, for logging.
     augmentation: None, or (batch, step) -> views: the in-step augmentation
       (`sources.TrainSource.augmentation`).
+    log_every, num_train_steps: the steps that end a log window, where the
+      `SAMPLED_METRICS` of the global batch's z are measured.
 
   Returns:
     (new state, metrics of this step: scalars).
@@ -64,15 +74,28 @@ def train_step(state: state_lib.TrainState, batch: dict, *,
       'collapse_std': losses.collapse_std(z1),
       'learning_rate': schedule(state.step),
       'grad_norm': optax.global_norm(grads),
+      'param_norm': optax.global_norm(state.params),
   }
+  logged = (((state.step + 1) % log_every == 0) |
+            (state.step + 1 == num_train_steps))
+  metrics.update(jax.lax.cond(
+      logged, _batch_spread,
+      lambda z: dict.fromkeys(SAMPLED_METRICS, jnp.float32(jnp.nan)), z1))
   return new_state, metrics
 
 
+def _batch_spread(z: jax.Array) -> dict:
+  spread = spectrum.spread(z)
+  return {'batch_z_rank': spread['rank'], 'batch_z_pr': spread['pr']}
+
+
 def make_train_step(config: ml_collections.ConfigDict, mesh, schedule,
-                    augmentation=None):
+                    augmentation=None, num_train_steps: int = -1):
   """The train step jitted over the mesh: batch sharded, state replicated and donated."""
   step = functools.partial(train_step, loss_config=config.loss,
-                           schedule=schedule, augmentation=augmentation)
+                           schedule=schedule, augmentation=augmentation,
+                           log_every=config.log_every_steps,
+                           num_train_steps=num_train_steps)
   return jax.jit(step,
                  in_shardings=(parallel.replicated(mesh),
                                parallel.data_sharded(mesh)),
@@ -109,7 +132,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return done
   start_step = parallel.step_of(state)
   train_iter = source.batches(start_step)
-  p_train_step = make_train_step(config, mesh, schedule, source.augmentation)
+  p_train_step = make_train_step(config, mesh, schedule, source.augmentation,
+                                 num_train_steps)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('SimSiam ResNet-%d: %.2fM parameters; steps %d-%d of global '
                'batch %d (%d per process, %d per device); %d steps per epoch.',
@@ -121,30 +145,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   knn_monitor = _knn_monitor(config, model, mesh)
   knn_epochs = config.knn.every_epochs
   # Raw pixels and the random-init network under the same kNN: the numbers
-  # a SimSiam score has to beat (cached per data set, computed once).
-  baselines = knn_monitor.baselines() if knn_monitor else {}
+  # a SimSiam score has to beat (cached per data set, computed once); the
+  # spread of their features beside it.
+  baselines = ({**knn_monitor.baselines(), **knn_monitor.spread_baselines()}
+               if knn_monitor else {})
   if baselines:
     writer.write_scalars(start_step, baselines)
   if knn_monitor and config.knn.at_start and start_step == 0:
-    writer.write_scalars(0, {'knn_top1': knn_monitor(state)})
+    writer.write_scalars(0, knn_monitor.evaluate(state))
   cc = config.collapse
   collapse_watch = collapse.CollapseWatch(cc.threshold, cc.patience_steps,
-                                          cc.stop)
+                                          cc.stop, cc.min_rank)
 
   def at_epoch_end(step, epoch, state):
     if not (knn_monitor and knn_epochs > 0 and epoch % knn_epochs == 0):
       return False
-    top1 = knn_monitor(state)
-    writer.write_scalars(step, {'knn_top1': top1})
-    ckpt.save_if_best(step, state, top1)
+    result = knn_monitor.evaluate(state)
+    writer.write_scalars(step, result)
+    ckpt.save_if_best(step, state, result['knn_top1'])
     return True
 
   state, last, progress = loop.fit(
       config, state, train_iter, p_train_step, mesh=mesh, ckpt=ckpt,
       writer=writer, steps_per_epoch=steps_per_epoch,
       num_train_steps=num_train_steps,
-      after_log=lambda step, m: collapse_watch.update(step, m['collapse_std']),
-      after_save=collapse_watch.checkpoint_saved, at_epoch_end=at_epoch_end)
+      after_log=collapse_watch.update,
+      after_save=collapse_watch.checkpoint_saved, at_epoch_end=at_epoch_end,
+      sampled_metrics=SAMPLED_METRICS)
 
   # Stop the input pipeline: its threads would compete with the final
   # evaluation and with TensorFlow's summary writes.
@@ -153,8 +180,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                            ckpt.directory):
     if knn_monitor:
       final_step = parallel.step_of(state)
-      last['knn_top1'] = knn_monitor(state)
-      writer.write_scalars(final_step, {'knn_top1': last['knn_top1']})
+      result = knn_monitor.evaluate(state)
+      last.update(result)
+      writer.write_scalars(final_step, result)
       ckpt.save_if_best(final_step, state, last['knn_top1'])
       ckpt.wait()
     return loop.finish(workdir, writer, state, progress,

@@ -55,6 +55,16 @@ def test_knn_eval_mode_matches_the_monitor(pretrain_dir, tmp_path):
   summary = pretrained.knn_eval(config, str(tmp_path))
   assert summary['step'] == 4
   assert summary['knn_top1'] == pre_summary['knn_top1']
+  # The spread of the same checkpoint's features, and its baselines.
+  for k in ('feature_rank', 'feature_pr', 'z_rank', 'z_pr',
+            'feature_rank_raw_pixels', 'z_rank_random_init'):
+    assert summary[k] == pytest.approx(pre_summary[k], rel=1e-5), k
+  assert 1 <= summary['feature_rank'] <= 64  # width 8: 64-d features
+  # Every log line of the pretraining run measured its batch's z.
+  rows = [json.loads(line) for line in open(os.path.join(workdir,
+                                                         'metrics.jsonl'))]
+  logged = [r for r in rows if 'loss' in r]
+  assert logged and all(1 <= r['batch_z_rank'] <= 16 for r in logged)
   with open(tmp_path / 'summary.json') as f:
     assert json.load(f)['knn_top1'] == summary['knn_top1']
 

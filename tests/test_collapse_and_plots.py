@@ -12,15 +12,15 @@ from simsiam_jax.evaluation import collapse
 
 def test_warns_once_after_patience_and_names_healthy_checkpoint(caplog):
   watch = collapse.CollapseWatch(threshold=0.2, patience_steps=20, stop=False)
-  watch.update(10, 0.9)
+  watch.update(10, {'collapse_std': 0.9})
   watch.checkpoint_saved(10)
   for step in (20, 30):
-    watch.update(step, 0.05)       # low since 20: not yet 20 steps
+    watch.update(step, {'collapse_std': 0.05})  # low since 20: not yet 20 steps
     watch.checkpoint_saved(step)   # saved while collapsing: not healthy
   assert 'Collapse' not in caplog.text
   with caplog.at_level('WARNING'):
-    watch.update(40, 0.04)
-    watch.update(50, 0.03)
+    watch.update(40, {'collapse_std': 0.04})
+    watch.update(50, {'collapse_std': 0.03})
   assert caplog.text.count('Collapse: collapse_std') == 1
   assert 'since step 20' in caplog.text
   assert 'step 10' in caplog.text and 'stop_gradient' in caplog.text
@@ -28,12 +28,12 @@ def test_warns_once_after_patience_and_names_healthy_checkpoint(caplog):
 
 def test_recovery_resets_and_stop_raises():
   watch = collapse.CollapseWatch(threshold=0.2, patience_steps=10, stop=True)
-  watch.update(10, 0.1)
-  watch.update(15, 0.5)             # recovered: the clock restarts
-  watch.update(20, 0.1)
-  watch.update(25, 0.1)
+  watch.update(10, {'collapse_std': 0.1})
+  watch.update(15, {'collapse_std': 0.5})  # recovered: the clock restarts
+  watch.update(20, {'collapse_std': 0.1})
+  watch.update(25, {'collapse_std': 0.1})
   with pytest.raises(collapse.Collapsed, match='since step 20'):
-    watch.update(30, 0.1)
+    watch.update(30, {'collapse_std': 0.1})
 
 
 def test_plots_from_metrics(tmp_path):

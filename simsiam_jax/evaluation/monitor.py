@@ -1,5 +1,9 @@
 """The kNN monitor of a pretraining run: features of the train and test splits.
 
+Beside the kNN score it measures how many directions the features spread
+over (`spread`: effective rank and participation ratio, evaluation/spectrum.py)
+on a fixed set of clean train images, for the backbone features and for z.
+
 Features are the pooled backbone output with BatchNorm in inference mode,
 computed on the mesh; the bank (train split) stays sharded across devices.
 
@@ -32,6 +36,7 @@ from simsiam_jax.data import device_augment
 from simsiam_jax.data import sources
 from simsiam_jax.data import spec
 from simsiam_jax.evaluation import knn
+from simsiam_jax.evaluation import spectrum
 
 # How features are computed: BN with running averages, BN with the batch's
 # statistics, or no network at all.
@@ -52,6 +57,18 @@ def _batch_stats_features(model, aug, variables, x):
   features, _ = model.apply(variables, x, train=True, method='features',
                             mutable=['batch_stats'])
   return features
+
+
+def _inference_heads(model, aug, variables, x):
+  x = device_augment.network_input(x, aug)
+  return model.apply(variables, x, train=False, method='represent')
+
+
+def _batch_stats_heads(model, aug, variables, x):
+  x = device_augment.network_input(x, aug)
+  out, _ = model.apply(variables, x, train=True, method='represent',
+                       mutable=['batch_stats'])
+  return out
 
 
 def _pixels(aug, variables, x):
@@ -97,10 +114,17 @@ class KnnMonitor:
             functools.partial(_batch_stats_features, model, aug),
             **shardings),
         'pixels': jax.jit(functools.partial(_pixels, aug), **shardings)}
+    # (backbone features, z): what `spread` measures.
+    self._heads = {
+        'inference': jax.jit(
+            functools.partial(_inference_heads, model, aug), **shardings),
+        'batch_stats': jax.jit(
+            functools.partial(_batch_stats_heads, model, aug), **shardings)}
     self._concat = jax.jit(jnp.concatenate,
                            out_shardings=parallel.data_sharded(mesh))
     self._memo = {}  # cache key digest -> top-1, for this monitor's life
     self.known_baselines = {}  # the last `baselines()`, shown in the log line
+    self.known_spread_baselines = {}  # the last `spread_baselines()`
 
   def features(self, variables, split: str, kind: str = 'inference'):
     """(features [N, D], labels [N], mask [N]) sharded along N on the mesh.
@@ -145,6 +169,78 @@ class KnnMonitor:
                             temperature=kc.temperature,
                             num_classes=self.num_classes,
                             query_batch=kc.query_batch)
+
+  def spread(self, variables, kind: str = 'inference') -> dict[str, float]:
+    """Effective rank and participation ratio of the features of clean images.
+
+    The images are the first `config.knn.rank_images` of this process's
+    share of the train split, in order (the same at every call; several
+    processes each take the first of their own share), without augmentation.
+
+    Args:
+      variables: as for `features`.
+      kind: one of KINDS; 'pixels' measures the flattened images (no z).
+
+    Returns:
+      {'feature_rank', 'feature_pr'} of the backbone features (or pixels),
+      and {'z_rank', 'z_pr'} of the projector output unless kind='pixels'.
+    """
+    n = self.config.knn.rank_images
+    num_batches = -(-n // self.config.eval.batch_size)
+    parts = []
+    for i, batch in enumerate(sources.eval_batches(
+        self.config, self.config.data.train_split, self.local_batch)):
+      if i == num_batches:
+        break
+      if kind == 'batch_stats':
+        batch = _fill_padding(batch)
+      g = parallel.host_to_global(batch, self.mesh)
+      out = (self._extract['pixels']({}, g['image']) if kind == 'pixels'
+             else self._heads[kind](variables, g['image']))
+      parts.append(jax.tree.map(
+          lambda x: multihost_utils.process_allgather(x, tiled=True),
+          (out, g['mask'])))
+    mask = np.concatenate([np.asarray(m) for _, m in parts]).astype(bool)
+    named = {'feature': [o if kind == 'pixels' else o[0] for o, _ in parts]}
+    if kind != 'pixels':
+      named['z'] = [o[1] for o, _ in parts]
+    out = {}
+    for name, values in named.items():
+      x = np.concatenate([np.asarray(v) for v in values])[mask][:n]
+      spread = spectrum.spread(x)
+      out.update({f'{name}_{k}': float(v) for k, v in spread.items()})
+    return out
+
+  def spread_baselines(self, seed: int | None = None) -> dict[str, float]:
+    """`spread` of the raw pixels and of the random-init network (BN on batch
+    statistics), named like `baselines`: 'feature_rank_raw_pixels', ..."""
+    if not self.config.knn.baselines or self.config.knn.rank_images <= 0:
+      return {}
+    seed = self.config.seed if seed is None else seed
+    out = {f'{k}_random_init': v for k, v in self.spread(
+        self.random_init_variables(seed), 'batch_stats').items()}
+    if self.pixel_dim <= self.config.knn.max_pixel_dim:
+      out.update({f'{k}_raw_pixels': v
+                  for k, v in self.spread(None, 'pixels').items()})
+    self.known_spread_baselines = out
+    return out
+
+  def evaluate(self, state) -> dict[str, float]:
+    """{'knn_top1'} (`__call__`) and, with knn.rank_images > 0, `spread`."""
+    out = {'knn_top1': self(state)}
+    if self.config.knn.rank_images > 0:
+      variables = {'params': state.params, 'batch_stats': state.batch_stats}
+      out.update(self.spread(variables))
+      base = self.known_spread_baselines
+      shown = []
+      for k in ('feature_rank', 'feature_pr', 'z_rank', 'z_pr'):
+        refs = [f'{b} {base[f"{k}_{b}"]:.1f}' for b in
+                ('raw_pixels', 'random_init') if f'{k}_{b}' in base]
+        shown.append(f'{k} {out[k]:.1f}' +
+                     (f' ({", ".join(refs)})' if refs else ''))
+      logging.info('Spread of %d clean train images: %s',
+                   self.config.knn.rank_images, ' | '.join(shown))
+    return out
 
   def __call__(self, state) -> float:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}

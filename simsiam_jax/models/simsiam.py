@@ -28,6 +28,7 @@ class SimSiam(nn.Module):
       kept at its random initialisation: the optimiser gives its group no
       update, see optim.create_optimizer).
     head_bn: BN placement in the MLPs (see heads.py).
+    head_init: the MLPs' Dense initialisation, 'torch' (official) or 'flax'.
   """
   backbone: resnet.ResNet
   proj_layers: int = 3
@@ -36,6 +37,7 @@ class SimSiam(nn.Module):
   pred_hidden_dim: int = 512
   predictor_kind: str = 'mlp'
   head_bn: str = 'default'
+  head_init: str = 'torch'
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   bn_momentum: float = 0.9
@@ -49,15 +51,20 @@ class SimSiam(nn.Module):
                              param_dtype=self.param_dtype)
     self.projector = heads.projector(
         self.proj_layers, self.proj_hidden_dim, self.proj_dim, self.head_bn,
-        norm, self.dtype, self.param_dtype)
+        norm, self.dtype, self.param_dtype, self.head_init)
     if self.predictor_kind != 'none':
       self.predictor = heads.predictor(
           self.pred_hidden_dim, self.proj_dim, self.head_bn, norm, self.dtype,
-          self.param_dtype)
+          self.param_dtype, self.head_init)
 
   def features(self, x, train: bool = False):
     """Pooled backbone features [B, D] of images [B, H, W, C]."""
     return self.backbone(x, train=train)
+
+  def represent(self, x, train: bool = False):
+    """Pooled backbone features h [B, D] and their projection z [B, proj_dim]."""
+    h = self.backbone(x, train=train)
+    return h, self.projector(h, train)
 
   def embed(self, x, train: bool = True):
     """Projection z and prediction p of one view."""
@@ -77,7 +84,8 @@ class SimSiam(nn.Module):
 # Model fields added after runs were saved without them, with the value
 # that builds the network those runs built: a saved config that lacks one
 # builds with this value, and its checkpoint matches a run that sets it.
-FIELDS_ADDED_LATER = {'stage_widths': (), 'conv_impl': 'auto'}
+FIELDS_ADDED_LATER = {'stage_widths': (), 'conv_impl': 'auto',
+                      'head_init': 'flax'}
 
 
 def create_model(model_config: ml_collections.ConfigDict) -> SimSiam:
@@ -103,5 +111,6 @@ def create_model(model_config: ml_collections.ConfigDict) -> SimSiam:
       pred_hidden_dim=model_config.pred_hidden_dim,
       predictor_kind=model_config.predictor,
       head_bn=model_config.head_bn,
+      head_init=later['head_init'],
       dtype=dtype, param_dtype=param_dtype)
 
