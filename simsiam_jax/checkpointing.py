@@ -79,14 +79,20 @@ FIELDS_ADDED_LATER = {f'model.{k}': v
                       for k, v in simsiam.FIELDS_ADDED_LATER.items()}
 
 
+# Fields that set only the initial values: a restored state replaces them.
+INIT_ONLY = ('model.head_init',)
+
+
 def config_mismatches(saved: dict, config: ml_collections.ConfigDict) -> list:
-  """'model.FIELD: checkpoint X, this run Y' for every model field that differs."""
+  """'model.FIELD: checkpoint X, this run Y' for every model field that differs
+  (`INIT_ONLY` fields aside)."""
   old = {**FIELDS_ADDED_LATER,
          **workdir_lib.flatten(saved.get('model', {}), 'model.')}
   new = {**FIELDS_ADDED_LATER,  # a saved config reopened as this run's
          **workdir_lib.flatten(config.model.to_dict(), 'model.')}
   return [f'{k}: checkpoint {old.get(k)!r}, this run {new.get(k)!r}'
-          for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+          for k in sorted(set(old) | set(new))
+          if old.get(k) != new.get(k) and k not in INIT_ONLY]
 
 
 @functools.cache  # Orbax's registry is global: once per process

@@ -8,6 +8,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -297,6 +298,23 @@ def test_a_model_field_added_later_matches_its_neutral_value():
   config.model.width = 16
   assert [m.split(':')[0] for m in
           checkpointing.config_mismatches(saved, config)] == ['model.width']
+
+
+def test_a_saved_config_without_new_fields_reopens_itself():
+  """A checkpoint's own config, from before model.head_init existed, read
+  back as the run's config (knn_eval, export) matches itself; and the
+  heads' initialisation, which a restored state overwrites, never blocks a
+  resume (a run begun with Flax's init resumes under today's default)."""
+  saved = tiny.get_config().to_dict()
+  for field in simsiam.FIELDS_ADDED_LATER:
+    del saved['model'][field]
+  assert checkpointing.config_mismatches(
+      saved, ml_collections.ConfigDict(saved)) == []
+  config = tiny.get_config()
+  assert config.model.head_init == 'torch'
+  assert checkpointing.config_mismatches(saved, config) == []
+  config.model.head_init = 'flax'
+  assert checkpointing.config_mismatches(saved, config) == []
 
 
 def test_a_second_training_on_a_live_workdir_is_refused(straight, tmp_path):

@@ -46,27 +46,16 @@ _BASELINE_FORMATS = {
     'knn_random_init': 'random init {:.2f}% (BN batch statistics)'}
 
 
-def _inference_features(model, aug, variables, x):
+def _inference(model, aug, method, variables, x):
+  """`method` ('features' or 'represent') with BN in inference mode."""
   x = device_augment.network_input(x, aug)
-  return model.apply(variables, x, train=False, method='features')
+  return model.apply(variables, x, train=False, method=method)
 
 
-def _batch_stats_features(model, aug, variables, x):
+def _batch_stats(model, aug, method, variables, x):
   """BN normalises by this batch's statistics; updated averages are dropped."""
   x = device_augment.network_input(x, aug)
-  features, _ = model.apply(variables, x, train=True, method='features',
-                            mutable=['batch_stats'])
-  return features
-
-
-def _inference_heads(model, aug, variables, x):
-  x = device_augment.network_input(x, aug)
-  return model.apply(variables, x, train=False, method='represent')
-
-
-def _batch_stats_heads(model, aug, variables, x):
-  x = device_augment.network_input(x, aug)
-  out, _ = model.apply(variables, x, train=True, method='represent',
+  out, _ = model.apply(variables, x, train=True, method=method,
                        mutable=['batch_stats'])
   return out
 
@@ -107,19 +96,16 @@ class KnnMonitor:
         in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
         out_shardings=parallel.data_sharded(mesh))
     aug = config.data.aug
+
+    def jitted(f, method):
+      return jax.jit(functools.partial(f, model, aug, method), **shardings)
     self._extract = {
-        'inference': jax.jit(
-            functools.partial(_inference_features, model, aug), **shardings),
-        'batch_stats': jax.jit(
-            functools.partial(_batch_stats_features, model, aug),
-            **shardings),
+        'inference': jitted(_inference, 'features'),
+        'batch_stats': jitted(_batch_stats, 'features'),
         'pixels': jax.jit(functools.partial(_pixels, aug), **shardings)}
     # (backbone features, z): what `spread` measures.
-    self._heads = {
-        'inference': jax.jit(
-            functools.partial(_inference_heads, model, aug), **shardings),
-        'batch_stats': jax.jit(
-            functools.partial(_batch_stats_heads, model, aug), **shardings)}
+    self._heads = {'inference': jitted(_inference, 'represent'),
+                   'batch_stats': jitted(_batch_stats, 'represent')}
     self._concat = jax.jit(jnp.concatenate,
                            out_shardings=parallel.data_sharded(mesh))
     self._memo = {}  # cache key digest -> top-1, for this monitor's life
