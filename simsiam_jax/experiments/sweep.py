@@ -27,12 +27,6 @@ from absl import flags
 from simsiam_jax.experiments import runs as runs_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('out', None, 'Folder of the runs and the table.')
-flags.DEFINE_string('config', 'configs/fashion_mnist.py', 'Base config.')
-flags.DEFINE_multi_string('run', [], "'NAME FIELD=VALUE ...': one run.")
-flags.DEFINE_integer('seeds', 1, 'Seeds per run: 0 .. seeds-1.')
-flags.DEFINE_bool('probe', False, 'Also the fast linear probe of each run.')
-flags.DEFINE_bool('retry_failed', False, 'Run failed runs again.')
 
 COLUMNS = (('knn_top1', 'kNN %', 100), ('feature_rank', 'feat. rank', 1),
            ('feature_pr', 'feat. PR', 1), ('z_rank', 'z rank', 1),
@@ -64,8 +58,9 @@ def expand(specs: list[str], seeds: int) -> list[tuple[str, list[str]]]:
   return out
 
 
-def _command(workdir: str, overrides: list[str], mode_flags=()) -> list[str]:
-  return [sys.executable, '-m', 'simsiam_jax.main', f'--config={FLAGS.config}',
+def _command(config: str, workdir: str, overrides: list[str],
+             mode_flags=()) -> list[str]:
+  return [sys.executable, '-m', 'simsiam_jax.main', f'--config={config}',
           f'--workdir={workdir}', *overrides, *mode_flags]
 
 
@@ -113,12 +108,12 @@ def main(argv):
   os.makedirs(os.path.join(out, 'probes'), exist_ok=True)
   for name, overrides in runs:
     workdir = os.path.join(out, name)
-    record = runs_lib.run_job(_command(workdir, overrides), workdir,
-                              FLAGS.retry_failed)
+    record = runs_lib.run_job(_command(FLAGS.config, workdir, overrides),
+                              workdir, FLAGS.retry_failed)
     print(f'{name}: {record.get("status")}', flush=True)
     if FLAGS.probe and runs_lib.finished(workdir):
       probe_dir = os.path.join(out, 'probes', name)
-      runs_lib.run_job(_command(probe_dir, overrides, (
+      runs_lib.run_job(_command(FLAGS.config, probe_dir, overrides, (
           '--config.mode=fast_probe', f'--config.pretrained.workdir={workdir}')),
           probe_dir, FLAGS.retry_failed)
     with open(os.path.join(out, 'sweep.md'), 'w') as f:
@@ -126,6 +121,17 @@ def main(argv):
   print(table(out, runs))
 
 
-if __name__ == '__main__':
+def define_flags():
+  """The CLI's flags (not at import: 'config' would clash with main.py's)."""
+  flags.DEFINE_string('out', None, 'Folder of the runs and the table.')
+  flags.DEFINE_string('config', 'configs/fashion_mnist.py', 'Base config.')
+  flags.DEFINE_multi_string('run', [], "'NAME FIELD=VALUE ...': one run.")
+  flags.DEFINE_integer('seeds', 1, 'Seeds per run: 0 .. seeds-1.')
+  flags.DEFINE_bool('probe', False, 'Also the fast linear probe of each run.')
+  flags.DEFINE_bool('retry_failed', False, 'Run failed runs again.')
   flags.mark_flag_as_required('out')
+
+
+if __name__ == '__main__':
+  define_flags()
   app.run(main)
