@@ -194,3 +194,16 @@ def test_watch_sees_dimensional_collapse(caplog):
   off = collapse.CollapseWatch(0.2, 0, stop=True)  # min_rank 0: rank ignored
   off.update(10, {**healthy_std, 'batch_z_rank': 1.0})
   assert off.healthy
+
+
+def test_a_run_under_the_rank_floor_stops(tmp_path):
+  """The trainer feeds the batch's z rank to the watch: a floor above any
+  possible rank (z is 32-d) stops the run at its first log line."""
+  config = tiny.get_config()
+  config.collapse.min_rank = 1000.0
+  config.collapse.patience_steps = 0
+  config.collapse.stop = True
+  with pytest.raises(collapse.Collapsed,
+                     match=r'effective rank of z [0-9.]+ < collapse.min_rank'
+                           r'=1000 since step 2'):
+    train.train_and_evaluate(config, str(tmp_path))
