@@ -66,6 +66,11 @@ def _pixels(aug, variables, x):
   return x.reshape(x.shape[0], -1)
 
 
+def _check_kind(kind: str):
+  if kind not in KINDS:
+    raise ValueError(f'kind must be one of {KINDS}, got {kind!r}.')
+
+
 def _fill_padding(batch: dict) -> dict:
   """Padding rows replaced by copies of real rows.
 
@@ -123,19 +128,25 @@ class KnnMonitor:
       kind: one of KINDS: backbone features with BN in inference mode, or
         with BN on each batch's statistics, or the flattened images.
     """
-    if kind not in KINDS:
-      raise ValueError(f'kind must be one of {KINDS}, got {kind!r}.')
+    _check_kind(kind)
+    feats, labels, masks = zip(*self._forward(
+        variables, split, kind, self._extract[kind]))
+    return (self._concat(list(feats)), self._concat(list(labels)),
+            self._concat(list(masks)))
+
+  def _forward(self, variables, split: str, kind: str, extract,
+               max_batches: int | None = None):
+    """Yields (extract(variables, images), labels, mask) per eval batch of
+    `split` (the first `max_batches`), sharded along the batch on the mesh."""
     variables = {} if kind == 'pixels' else variables
-    feats, labels, masks = [], [], []
-    for batch in sources.eval_batches(self.config, split,
-                                              self.local_batch):
+    for i, batch in enumerate(sources.eval_batches(self.config, split,
+                                                   self.local_batch)):
+      if i == max_batches:
+        return
       if kind == 'batch_stats':
         batch = _fill_padding(batch)
       g = parallel.host_to_global(batch, self.mesh)
-      feats.append(self._extract[kind](variables, g['image']))
-      labels.append(g['label'])
-      masks.append(g['mask'])
-    return self._concat(feats), self._concat(labels), self._concat(masks)
+      yield extract(variables, g['image']), g['label'], g['mask']
 
   def host_features(self, variables, split: str, kind: str = 'inference'):
     """(features [n, D], labels [n]), numpy on every process, no padding."""
@@ -171,29 +182,23 @@ class KnnMonitor:
       {'feature_rank', 'feature_pr'} of the backbone features (or pixels),
       and {'z_rank', 'z_pr'} of the projector output unless kind='pixels'.
     """
+    _check_kind(kind)
     n = self.config.knn.rank_images
-    num_batches = -(-n // self.config.eval.batch_size)
-    parts = []
-    for i, batch in enumerate(sources.eval_batches(
-        self.config, self.config.data.train_split, self.local_batch)):
-      if i == num_batches:
-        break
-      if kind == 'batch_stats':
-        batch = _fill_padding(batch)
-      g = parallel.host_to_global(batch, self.mesh)
-      out = (self._extract['pixels']({}, g['image']) if kind == 'pixels'
-             else self._heads[kind](variables, g['image']))
-      parts.append(jax.tree.map(
-          lambda x: multihost_utils.process_allgather(x, tiled=True),
-          (out, g['mask'])))
-    mask = np.concatenate([np.asarray(m) for _, m in parts]).astype(bool)
-    named = {'feature': [o if kind == 'pixels' else o[0] for o, _ in parts]}
-    if kind != 'pixels':
-      named['z'] = [o[1] for o, _ in parts]
+    extract = (self._extract['pixels'] if kind == 'pixels'
+               else self._heads[kind])
+    outs, _, masks = zip(*self._forward(
+        variables, self.config.data.train_split, kind, extract,
+        max_batches=-(-n // self.config.eval.batch_size)))
+
+    def on_host(parts):
+      return np.asarray(multihost_utils.process_allgather(
+          self._concat(list(parts)), tiled=True))
+    mask = on_host(masks).astype(bool)
+    named = ({'feature': outs} if kind == 'pixels' else
+             {'feature': [h for h, _ in outs], 'z': [z for _, z in outs]})
     out = {}
-    for name, values in named.items():
-      x = np.concatenate([np.asarray(v) for v in values])[mask][:n]
-      spread = spectrum.spread(x)
+    for name, parts in named.items():
+      spread = spectrum.spread(on_host(parts)[mask][:n])
       out.update({f'{name}_{k}': float(v) for k, v in spread.items()})
     return out
 

@@ -65,15 +65,10 @@ def _command(config: str, workdir: str, overrides: list[str],
 
 
 def row(out: str, name: str) -> dict:
-  """What a run (and its probe) wrote; empty values where nothing yet."""
-  summary = runs_lib.read_json(os.path.join(out, name, runs_lib.SUMMARY_FILE))
-  probe = runs_lib.read_json(os.path.join(out, 'probes', name,
-                                          runs_lib.SUMMARY_FILE))
-  status = runs_lib.read_json(os.path.join(out, name) + '.status.json')
-  values = {**summary, 'probe_top1': probe.get('probe_top1'),
-            'wall_s': status.get('wall_s', summary.get('wall_time_s'))}
-  values['status'] = 'done' if summary else status.get('status', 'pending')
-  return values
+  """A run's summary with its status, probe and wall time (`runs.collect`)."""
+  run_dir = os.path.join(out, name)
+  return {**runs_lib.read_json(os.path.join(run_dir, runs_lib.SUMMARY_FILE)),
+          **runs_lib.collect(run_dir, os.path.join(out, 'probes', name))}
 
 
 def _cell(value, scale) -> str:
