@@ -4,7 +4,7 @@
   python -m simsiam_jax.main --config=configs/cifar10.py --workdir=DIR
 """
 
-from configs import default
+from simsiam_jax.configs import default
 
 
 def get_config():

@@ -9,8 +9,8 @@ RandomResizedCrop(32, 0.08-1) + flip.
       --config.pretrained.workdir=PRETRAIN_DIR --workdir=FINETUNE_DIR
 """
 
-from configs import cifar10
-from configs import linear_common
+from simsiam_jax.configs import cifar10
+from simsiam_jax.configs import linear_common
 
 
 def get_config():

@@ -5,8 +5,8 @@
       --config.pretrained.workdir=PRETRAIN_DIR --workdir=PROBE_DIR
 """
 
-from configs import cifar10
-from configs import linear_common
+from simsiam_jax.configs import cifar10
+from simsiam_jax.configs import linear_common
 
 
 def get_config():

@@ -32,8 +32,8 @@ on 2 CPU cores: 0.09 s a step (measured on 100 steps of the scratch variant)
 plus about a minute of start-up, compilation and the test split.
 """
 
-from configs import fashion_mnist
-from configs import linear_common
+from simsiam_jax.configs import fashion_mnist
+from simsiam_jax.configs import linear_common
 
 VARIANTS = ('simsiam', 'scratch')
 

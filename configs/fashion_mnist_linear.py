@@ -7,8 +7,8 @@ main command's network; `:full` runs the 100-epoch protocol at lr 30.
       --config.pretrained.workdir=workdirs/demo --workdir=workdirs/demo_linear
 """
 
-from configs import fashion_mnist
-from configs import linear_common
+from simsiam_jax.configs import fashion_mnist
+from simsiam_jax.configs import linear_common
 
 
 def get_config(variant: str = 'cpu'):

@@ -9,7 +9,7 @@ compute (float32 parameters, optimiser state and BN statistics) and input
 threads; the lr follows the global batch (lr = 0.05 x B / 256).
 """
 
-from configs import default
+from simsiam_jax.configs import default
 
 # variant: (devices, per-device batch, tf.data threads per host)
 TOPOLOGIES = {

@@ -9,8 +9,8 @@ base lr 0.02 (its TPU run).
       --config.pretrained.workdir=PRETRAIN_DIR --workdir=PROBE_DIR
 """
 
-from configs import imagenet
-from configs import linear_common
+from simsiam_jax.configs import imagenet
+from simsiam_jax.configs import linear_common
 
 
 def get_config(variant: str = 'official'):

@@ -3,7 +3,7 @@
   python -m simsiam_jax.main --config=configs/tiny.py --workdir=DIR
 """
 
-from configs import default
+from simsiam_jax.configs import default
 
 
 def get_config():

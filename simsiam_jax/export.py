@@ -14,11 +14,10 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 import numpy as np
 
+from simsiam_jax import backbone as backbone_lib
 from simsiam_jax import interop
-from simsiam_jax import parallel
 from simsiam_jax import pretrained
 
 FLAGS = flags.FLAGS
@@ -27,7 +26,7 @@ FLAGS = flags.FLAGS
 def define_flags():
   """Defines the CLI's flags, only when run as a program.
 
-  So `load_backbone` can be imported beside `simsiam_jax.main`, which owns
+  So this module can be imported beside `simsiam_jax.main`, which owns
   --workdir.
   """
   flags.DEFINE_string('workdir', None, 'Workdir of a pretraining run.')
@@ -35,17 +34,6 @@ def define_flags():
   flags.DEFINE_enum('layout', 'torchvision', ['torchvision', 'simsiam'],
                     'Key layout of the written state_dict.')
   flags.mark_flags_as_required(['workdir', 'out'])
-
-
-def load_backbone(workdir: str):
-  """(params, batch_stats, step) of the backbone in the latest checkpoint of `workdir`.
-
-  Opened read-only (`pretrained.read_run`): nothing in `workdir` is created,
-  changed or cleaned.
-  """
-  _, _, state = pretrained.read_run(workdir, parallel.create_mesh())
-  return (jax.device_get(state.params['backbone']),
-          jax.device_get(state.batch_stats['backbone']), int(state.step))
 
 
 def _user_error(message: str):
@@ -65,10 +53,11 @@ def main(argv):
     _user_error(f'--out={FLAGS.out!r}: folder {out_dir} does not exist; '
                 'create it or pass another --out.')
   try:
-    params, stats, step = load_backbone(FLAGS.workdir)
+    backbone = backbone_lib.load_backbone(FLAGS.workdir)
   except pretrained.PretrainedNotFound as e:
     _user_error(f'--workdir={FLAGS.workdir!r}: {e}')
-  sd = interop.backbone_to_torchvision(params, stats)
+  sd = interop.backbone_to_torchvision(backbone.variables['params'],
+                                       backbone.variables['batch_stats'])
   if FLAGS.layout == 'simsiam':
     sd = interop.to_simsiam_layout(sd)
     sd['state_dict'] = {k: torch.from_numpy(np.ascontiguousarray(v))
@@ -76,7 +65,8 @@ def main(argv):
   else:
     sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
   torch.save(sd, FLAGS.out)
-  logging.info('Wrote the backbone of step %d to %s (%s layout).', step,
+  logging.info('Wrote the backbone of step %d to %s (%s layout).',
+               backbone.step,
                FLAGS.out, FLAGS.layout)
 
 

@@ -2,6 +2,11 @@
 
   python -m simsiam_jax.main --config=configs/imagenet.py --workdir=DIR \
       [--config.batch_size=256 ...]
+  simsiam-jax --config=simsiam_jax.configs.imagenet:gpu8 --workdir=DIR
+
+`--config` takes a config file, or after `pip install` the module of a
+built-in recipe (`simsiam_jax.configs.NAME`, the checkout's configs/ folder)
+or of any importable config module; `:variant` follows either.
 
 Multi-process: start the same command on every host. Multi-host Cloud TPU
 slices and SLURM jobs with several tasks are detected
@@ -11,6 +16,7 @@ set SIMSIAM_DISTRIBUTED=1 where `jax.distributed.initialize()` needs no
 arguments.
 """
 
+import importlib.util
 import logging as std_logging
 import os
 import sys
@@ -35,7 +41,8 @@ from simsiam_jax.evaluation import probe
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/imagenet.py.', lock_config=True)
+    'config', None, 'Config file (configs/imagenet.py) or module '
+    '(simsiam_jax.configs.imagenet), then :variant if any.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where logs, checkpoints and summaries go.')
 flags.DEFINE_string('coordinator_address', '', 'host:port of process 0.')
 flags.DEFINE_integer('num_processes', 0, 'Number of processes (multi-host).')
@@ -168,10 +175,61 @@ def _one_line(e: Exception) -> str:
   return ' '.join(text.split())
 
 
-def parse_flags(argv):
-  """absl's flag parsing, with a bad --config override as one line, exit 2."""
+def config_file(value: str) -> str:
+  """`--config`'s value with a module name replaced by the module's file.
+
+  'configs/tiny.py:v' stays as it is; 'simsiam_jax.configs.tiny:v' becomes
+  '/site-packages/simsiam_jax/configs/tiny.py:v'.
+
+  Raises:
+    errors.ConfigError: neither a file nor an importable module.
+  """
+  path, sep, variant = value.partition(':')
+  if os.path.exists(path):
+    return value
+  dotted = all(p.isidentifier() for p in path.split('.'))
   try:
-    return FLAGS(argv)
+    spec = importlib.util.find_spec(path) if dotted else None
+  except ImportError:
+    spec = None
+  if spec is None or not spec.has_location:
+    what = f'no file {os.path.abspath(path)}' + (
+        f' and no module {path!r}' if dotted else '')
+    raise errors.ConfigError(
+        f'--config={value}: {what}. Built-in recipes: '
+        f'simsiam_jax.configs.NAME, NAME in {", ".join(builtin_configs())}.')
+  return spec.origin + sep + variant
+
+
+def builtin_configs() -> list[str]:
+  """Names of the recipes shipped in simsiam_jax.configs."""
+  folder = os.path.join(_PACKAGE_DIR, 'configs')
+  names = []
+  for f in sorted(os.listdir(folder)):
+    if f.endswith('.py') and not f.startswith('_'):
+      with open(os.path.join(folder, f), encoding='utf-8') as source:
+        if 'def get_config(' in source.read():
+          names.append(f[:-3])
+  return names
+
+
+def _with_config_file(argv):
+  """argv with `--config`'s value passed through `config_file`."""
+  argv = list(argv)
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      argv[i] = '--config=' + config_file(arg[len('--config='):])
+    elif arg == '--config' and i + 1 < len(argv):
+      argv[i + 1] = config_file(argv[i + 1])
+  return argv
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad --config or override as one line, exit 2."""
+  try:
+    return FLAGS(_with_config_file(argv))
+  except errors.ConfigError as e:
+    sys.stderr.write(f'ConfigError: {e}\n')
   except flags.Error as e:
     sys.stderr.write(f'FATAL Flags parsing error: {_one_line(e)}\n'
                      'Pass --helpfull to see the flags.\n')
@@ -180,5 +238,16 @@ def parse_flags(argv):
   raise SystemExit(2)
 
 
-if __name__ == '__main__':
+def run():
+  """The `simsiam-jax` console script: `python -m simsiam_jax.main`."""
+  # absl's --help shows the __main__ module's text and flags; under the
+  # console script that is the script, so lend it this module's.
+  for flag in FLAGS.get_key_flags_for_module(__name__):
+    FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  if not sys.modules['__main__'].__doc__:
+    sys.modules['__main__'].__doc__ = __doc__
   app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == '__main__':
+  run()

@@ -162,9 +162,11 @@ def test_export_cli_loads_into_pytorch(tmp_path):
   # strict: every key of the (fc-less) torchvision layout, and nothing else.
   torch_model.load_state_dict(torch.load(out), strict=True)
   # Same features as our model restored from the same checkpoint.
-  from simsiam_jax import export  # pylint: disable=g-import-not-at-top
-  params, stats, step = export.load_backbone(str(workdir))
-  assert step == 2
+  from simsiam_jax import backbone as backbone_lib  # pylint: disable=g-import-not-at-top
+  loaded = backbone_lib.load_backbone(str(workdir))
+  params = loaded.variables['params']
+  stats = loaded.variables['batch_stats']
+  assert loaded.step == 2
   x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
   with torch.no_grad():
     want = torch_model.eval()(torch.from_numpy(x)).numpy()

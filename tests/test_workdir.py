@@ -12,7 +12,8 @@ import optax
 import pytest
 
 from configs import tiny
-from simsiam_jax import export
+from simsiam_jax import backbone as backbone_lib
+from simsiam_jax.models import resnet
 from simsiam_jax import train
 from simsiam_jax import workdir as workdir_lib
 from tests.conftest import REPO_ROOT
@@ -182,10 +183,11 @@ def test_export_reads_without_touching_the_workdir(finished_run):
   # An in-flight save of a live run: a reader must not clean it away.
   (workdir / 'checkpoints' / '6.orbax-checkpoint-tmp-1234').mkdir()
   before = _snapshot(workdir)
-  params, stats, step = export.load_backbone(str(workdir))
-  assert step == summary['step'] == 4
-  assert np.isfinite(float(optax.global_norm(params)))
-  assert jax.tree.leaves(stats)
+  module, variables = backbone_lib.load_backbone(str(workdir))
+  assert backbone_lib.load_backbone(str(workdir)).step == summary['step'] == 4
+  assert isinstance(module, resnet.ResNet)
+  assert np.isfinite(float(optax.global_norm(variables['params'])))
+  assert jax.tree.leaves(variables['batch_stats'])
   assert _snapshot(workdir) == before
 
 

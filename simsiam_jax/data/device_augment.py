@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from simsiam_jax import rngs
+from simsiam_jax.data import spec
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 _CROP_TRIES = 10
@@ -235,6 +236,20 @@ def augment_batch(images, key, aug: ml_collections.ConfigDict,
     return augment_view(image, ka, aug)
 
   return jax.vmap(one)(images, keys)
+
+
+def two_views(images, key, config: ml_collections.ConfigDict):
+  """Two augmented views of each image, as the train step makes them.
+
+  images [B, H, W, C] (uint8, or float in [0, 1]) -> (view1, view2), each
+  [B, S, S, C'] float32: a random-resized crop to the run's view size, then
+  `config.data.aug`'s recipe; view v draws from fold_in(key, v) (v = 0, 1).
+  Jit it; under a mesh, shard `images` along B.
+  """
+  size = spec.view_size(config.data)
+  return tuple(augment_batch(images, jax.random.fold_in(key, v),
+                             config.data.aug, crop_size=size)
+               for v in range(2))
 
 
 def network_input(images, aug: ml_collections.ConfigDict):

@@ -151,8 +151,6 @@ def two_views(batch: dict, step, *, config: ml_collections.ConfigDict, mesh,
   """
   n_dev = mesh.devices.size
   b = config.batch_size // n_dev
-  aug = config.data.aug
-  size = spec.view_size(config.data)
   perm_root = rngs.key(config.seed, 'resident_order')
   aug_root = rngs.key(config.seed, 'device_augment')
 
@@ -163,8 +161,7 @@ def two_views(batch: dict, step, *, config: ml_collections.ConfigDict, mesh,
     x = images[permuted_index(i * b + jnp.arange(b), images.shape[0],
                               perm_key)]
     key = jax.random.fold_in(jax.random.fold_in(aug_root, step), d)
-    return tuple(device_augment.augment_batch(
-        x, jax.random.fold_in(key, v), aug, crop_size=size) for v in range(2))
+    return device_augment.two_views(x, key, config)
 
   v1, v2 = jax.shard_map(
       per_device, mesh=mesh, in_specs=(P(parallel.DATA_AXIS), P()),
