@@ -1,0 +1,23 @@
+"""BYOL's loss (Grill et al. 2020): 2 - 2 cos(p, target), both directions.
+
+The target is the momentum network's projection (target.py), held
+constant. As in the official code the two directions are summed: loss =
+D(p1, t2) + D(p2, t1), each a batch mean of 2 - 2 cos.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from simsiam_jax import losses
+
+
+def regression(p: jax.Array, target: jax.Array) -> jax.Array:
+  """Batch mean of ||p/|p| - t/|t|||^2 = 2 - 2 cos(p, t); no gradient into t."""
+  p = losses.l2_normalize(p.astype(jnp.float32))
+  t = losses.l2_normalize(jax.lax.stop_gradient(target).astype(jnp.float32))
+  return jnp.mean(2.0 - 2.0 * jnp.sum(p * t, axis=-1))
+
+
+def byol_loss(p1, p2, t1, t2) -> jax.Array:
+  """Symmetric BYOL loss: p from the online predictor, t from the target."""
+  return regression(p1, t2) + regression(p2, t1)
