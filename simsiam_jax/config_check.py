@@ -43,6 +43,8 @@ def check(config: ml_collections.ConfigDict):
   _positive('data.image_size', config.data.image_size)
   _positive('batch_size', config.batch_size)
   _positive('eval.batch_size', config.eval.batch_size)
+  _positive('log_every_steps', config.log_every_steps)
+  _positive('checkpoint_every_steps', config.checkpoint_every_steps)
   spec.check(config.data)
   if config.mode in TRAINING_MODES:
     _positive('optim.base_lr', oc.base_lr)

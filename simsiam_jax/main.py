@@ -131,7 +131,9 @@ USER_ERRORS = (errors.ConfigError, checkpointing.ConfigMismatch,
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    sys.stderr.write(f'FATAL Unexpected arguments: {" ".join(argv[1:])} '
+                     '(flags take the form --name=value).\n')
+    raise SystemExit(2)
   if not FLAGS.library_logs:
     logging.get_absl_handler().addFilter(_OwnInfoOnly())
     sys.excepthook, sys.unraisablehook = _quiet_closed_event_loops(
@@ -139,12 +141,13 @@ def main(argv):
   parallel.initialize_distributed(FLAGS.coordinator_address,
                                   FLAGS.num_processes, FLAGS.process_id)
   config = FLAGS.config
-  logging.info('Config:\n%s', config)
   try:
     if config.mode not in MODES:
       raise errors.ConfigError(f'config.mode must be one of {sorted(MODES)}, '
                                f'got {config.mode!r}.')
     config_check.check(config)
+    # After the checks, so that a config error is the last line shown.
+    logging.info('Config:\n%s', config)
     summary = MODES[config.mode](config, FLAGS.workdir)
   except checkpointing.Preempted as e:
     logging.warning('%s', e)
@@ -231,9 +234,12 @@ def parse_flags(argv):
   except errors.ConfigError as e:
     sys.stderr.write(f'ConfigError: {e}\n')
   except flags.Error as e:
-    sys.stderr.write(f'FATAL Flags parsing error: {_one_line(e)}\n'
-                     'Pass --helpfull to see the flags.\n')
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    sys.stderr.write(f'FATAL Flags parsing error: {_one_line(e)} '
+                     '(--helpfull lists the flags).\n')
+  except SyntaxError as e:
+    sys.stderr.write(f'ConfigError: {e.filename}, line {e.lineno}: {e.msg}\n')
+  except (AttributeError, KeyError, TypeError, ValueError, ImportError,
+          NameError) as e:
     sys.stderr.write(f'ConfigError: {_one_line(e)}\n')
   raise SystemExit(2)
 

@@ -193,14 +193,35 @@ def test_closed_event_loop_reports_are_dropped_and_nothing_else():
     (['--config.resume_policy=maybe'], 'resume_policy must be one of'),
     (['--config.mode=knn_eval', '--config.pretrained.workdir=/nonexistent'],
      'No checkpoints/ in'),
+    (['--config.log_every_steps=0'], 'log_every_steps must be > 0'),
+    (['--config.checkpoint_every_steps=0'], 'checkpoint_every_steps must be > 0'),
+    (['--config.data.dataset=no_such_set', '--config.data.resident=False'],
+     "Unknown dataset 'no_such_set'"),
+    (['stray'], 'Unexpected arguments: stray'),
+    (['--config=configs/no_such.py'], 'no file'),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
   result = _run('--config=configs/tiny.py', f'--workdir={tmp_path}/run', *args,
                 timeout=120)
   assert result.returncode == 2, result.stderr[-3000:]
-  assert message in result.stderr
+  # The error is the last line: the config dump comes only after the checks.
+  assert message in result.stderr.strip().splitlines()[-1], result.stderr[-3000:]
   assert 'Traceback' not in result.stderr
   assert not os.path.exists(tmp_path / 'run' / 'summary.json')
+
+
+@pytest.mark.parametrize('text,message', [
+    ('def get_config(:\n  pass\n', 'bad.py, line 1: invalid syntax'),
+    ('import no_such_module\n', "No module named 'no_such_module'"),
+])
+def test_a_config_file_that_does_not_load_is_one_line(tmp_path, text, message):
+  (tmp_path / 'bad.py').write_text(text)
+  result = _run(f'--config={tmp_path / "bad.py"}', f'--workdir={tmp_path}/run',
+                timeout=120)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines() == [
+      l for l in result.stderr.strip().splitlines() if message in l]
+  assert not os.path.exists(tmp_path / 'run')
 
 
 def test_bad_pretrained_step_lists_the_steps(tiny_run, tmp_path):

@@ -51,8 +51,9 @@ def get_builder(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     try:
       builder = tfds.builder(dc.dataset, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
-      raise ValueError(f'Unknown dataset {dc.dataset!r}: not a TFDS name nor '
-                       f'one of ours ({sorted(OURS)}).') from e
+      raise errors.DataConfigError(
+          f'Unknown dataset {dc.dataset!r}: not a TFDS name nor one of ours '
+          f'({sorted(OURS)}).') from e
   if builder.is_prepared():
     return builder
   _prepare(builder, dc)
