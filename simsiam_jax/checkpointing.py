@@ -169,7 +169,7 @@ class Checkpointer:
     return epath.Path(self.directory) / f'{step}{DIGESTS_SUFFIX}'
 
   def _write_digests(self, step: int, digests: dict):
-    self._digests_path(step).write_text(json.dumps(digests))
+    workdir_lib.write_atomic(self._digests_path(step), json.dumps(digests))
     keep = set(self.manager.all_steps()) | {step}
     for p in epath.Path(self.directory).glob(f'*{DIGESTS_SUFFIX}'):
       name = p.name[:-len(DIGESTS_SUFFIX)]

@@ -43,6 +43,7 @@ from simsiam_jax import parallel
 from simsiam_jax import pretrained
 from simsiam_jax import rngs
 from simsiam_jax import state as state_lib
+from simsiam_jax import workdir as workdir_lib
 from simsiam_jax.data import sources
 from simsiam_jax.models import simsiam
 
@@ -272,7 +273,8 @@ def train_subset(config: ml_collections.ConfigDict, workdir: str):
     record = {'label_fraction': cc.label_fraction, 'label_seed': cc.label_seed,
               'num_examples': len(indices), 'class_counts': counts.tolist(),
               'indices': indices.tolist()}
-    (epath.Path(workdir) / SUBSET_FILE).write_text(json.dumps(record))
+    workdir_lib.write_atomic(epath.Path(workdir) / SUBSET_FILE,
+                             json.dumps(record))
   return indices
 
 

@@ -161,10 +161,26 @@ def config_changes(saved: dict, new: dict) -> tuple[list, list]:
   return refused, accepted
 
 
+def write_atomic(path: epath.Path, text: str):
+  """Writes `path` whole or not at all: a temporary file, then a rename.
+
+  A reader, or a later run after a kill, sees the old content or the new,
+  never a truncated file.
+  """
+  path = epath.Path(path)
+  tmp = path.parent / f'.{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}'
+  try:
+    tmp.write_text(text)
+    tmp.replace(path)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+
+
 def _append(path: epath.Path, line: str):
-  """Appends a line (gs:// has no append: read and rewrite)."""
+  """Appends a line by rewriting the file atomically (gs:// has no append)."""
   old = path.read_text() if path.exists() else ''
-  path.write_text(old + line + '\n')
+  write_atomic(path, old + line + '\n')
 
 
 def _has_run(path: epath.Path) -> bool:
@@ -219,7 +235,7 @@ def prepare(workdir: str, config) -> int:
     _append(path / HISTORY_FILE, json.dumps(
         {'time': _now(), 'event': event, 'pid': os.getpid(), 'policy': policy,
          'changed': accepted + refused}))
-    (path / CONFIG_FILE).write_text(text)
+    write_atomic(path / CONFIG_FILE, text)
     return run_id
   except OSError as e:
     if isinstance(e, WorkdirError):
@@ -236,4 +252,4 @@ def read_summary(workdir: str) -> dict | None:
 
 def write_summary(workdir: str, summary: dict):
   """Writes summary.json (process 0's job: callers check)."""
-  (epath.Path(workdir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+  write_atomic(epath.Path(workdir) / SUMMARY_FILE, json.dumps(summary, indent=2))

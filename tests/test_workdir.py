@@ -278,3 +278,20 @@ def test_digests_catch_what_orbax_reads_back_changed(finished_run, tmp_path):
   assert int(state.step) == 2
   assert any(p.name.startswith('4.corrupt-')
              for p in (tmp_path / 'checkpoints').iterdir())
+
+
+def test_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'config.json'
+  workdir_lib.write_atomic(path, 'old')
+  assert path.read_text() == 'old'
+
+  def fail(self, target):
+    raise OSError('disk gone')
+
+  monkeypatch.setattr(type(epath.Path(tmp_path)), 'replace', fail)
+  with pytest.raises(OSError, match='disk gone'):
+    workdir_lib.write_atomic(path, 'new, cut short')
+  # The old content stays, and no temporary file is left behind.
+  assert path.read_text() == 'old'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['config.json']

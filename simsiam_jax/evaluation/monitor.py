@@ -32,6 +32,7 @@ import numpy as np
 from simsiam_jax import parallel
 from simsiam_jax import rngs
 from simsiam_jax import state as state_lib
+from simsiam_jax import workdir as workdir_lib
 from simsiam_jax.data import device_augment
 from simsiam_jax.data import sources
 from simsiam_jax.data import spec
@@ -372,7 +373,8 @@ def _read_cache(path: epath.Path, key: dict) -> float | None:
 def _write_cache(path: epath.Path, key: dict, value: float):
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({'key': key, 'value': value}, indent=1))
+    workdir_lib.write_atomic(path, json.dumps({'key': key, 'value': value},
+                                              indent=1))
   except Exception as e:  # pylint: disable=broad-except
     # Any storage's error (local, gs://): the value is still returned.
     logging.warning('Could not cache %s in %s (%s).', key['name'], path, e)
