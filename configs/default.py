@@ -45,6 +45,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dtype = 'float32'        # compute dtype: 'float32' or 'bfloat16'
   c.model.param_dtype = 'float32'  # parameter (and BN statistics) dtype
 
+  # The method: 'simsiam', or a comparison method of the paper (methods/).
+  # Those without a predictor need model.predictor='none'.
+  c.method = 'simsiam'
+  c.simclr = ml_collections.ConfigDict()
+  c.simclr.temperature = 0.5       # NT-Xent temperature (SimCLR: 0.5 for CIFAR-10, 0.1 for ImageNet)
+  c.barlow_twins = ml_collections.ConfigDict()
+  c.barlow_twins.lambda_offdiag = 0.0051  # off-diagonal weight (official --lambd)
+  c.vicreg = ml_collections.ConfigDict()
+  c.vicreg.sim_weight = 25.0       # invariance weight (official --sim-coeff)
+  c.vicreg.var_weight = 25.0       # variance weight (official --std-coeff)
+  c.vicreg.cov_weight = 1.0        # covariance weight (official --cov-coeff)
+
   c.loss = ml_collections.ConfigDict()
   c.loss.stop_gradient = True      # stop-gradient on the targets (False collapses)
   c.loss.symmetric = True          # 0.5 D(p1,z2) + 0.5 D(p2,z1); False: D(p1,z2) only

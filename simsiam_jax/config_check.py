@@ -11,6 +11,7 @@ import ml_collections
 
 from simsiam_jax import errors
 from simsiam_jax import losses
+from simsiam_jax import methods
 from simsiam_jax import optim
 from simsiam_jax.data import spec
 from simsiam_jax.models import heads
@@ -38,6 +39,11 @@ def check(config: ml_collections.ConfigDict):
   _one_of('model.stem', mc.stem, ('imagenet', 'cifar'))
   _one_of('model.conv_impl', mc.get('conv_impl', 'auto'), resnet.CONV_IMPLS)
   _one_of('model.predictor', mc.predictor, simsiam.PREDICTORS)
+  _one_of('method', config.method, methods.names())
+  if not methods.get(config.method).predictor and mc.predictor != 'none':
+    raise errors.ConfigError(
+        f'method {config.method!r} has no predictor: add '
+        "--config.model.predictor=none.")
   _one_of('model.head_bn', mc.head_bn, heads.HEAD_BN)
   _positive('model.width', mc.width)
   _positive('data.image_size', config.data.image_size)

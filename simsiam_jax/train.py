@@ -18,6 +18,7 @@ import optax
 from simsiam_jax import checkpointing
 from simsiam_jax import losses
 from simsiam_jax import loop
+from simsiam_jax import methods
 from simsiam_jax import optim
 from simsiam_jax import parallel
 from simsiam_jax import rngs
@@ -35,7 +36,7 @@ SAMPLED_METRICS = ('batch_z_rank', 'batch_z_pr')
 
 
 def train_step(state: state_lib.TrainState, batch: dict, *,
-               loss_config: ml_collections.ConfigDict,
+               method: methods.Method, config: ml_collections.ConfigDict,
                schedule: optax.Schedule, augmentation=None,
                log_every: int = 1, num_train_steps: int = -1):
   """One SGD step on a global batch of two views.
@@ -44,7 +45,10 @@ def train_step(state: state_lib.TrainState, batch: dict, *,
     state: the replicated train state.
     batch: {'view1', 'view2': [B, H, W, C]}, sharded along B; or what
       what `augmentation` turns into that.
-    loss_config: `config.loss` (stop_gradient, symmetric, similarity).
+    method: `methods.get(config.method)`: the loss of the two views'
+      outputs (SimSiam's: `config.loss`'s stop-gradient, symmetry and
+      similarity).
+    config: the run's config, for the method's fields.
     schedule: learning rate per step, for logging.
     augmentation: None, or (batch, step) -> views: the in-step augmentation
       (`sources.TrainSource.augmentation`).
@@ -61,9 +65,7 @@ def train_step(state: state_lib.TrainState, batch: dict, *,
     (z1, z2, p1, p2), updates = state.apply_fn(
         variables, batch['view1'], batch['view2'], train=True,
         mutable=['batch_stats'])
-    loss = losses.simsiam_loss(
-        p1, p2, z1, z2, stop_gradient=loss_config.stop_gradient,
-        symmetric=loss_config.symmetric, similarity=loss_config.similarity)
+    loss = method.loss({'z1': z1, 'z2': z2, 'p1': p1, 'p2': p2}, config)
     return loss, (updates['batch_stats'], z1)
 
   (loss, (batch_stats, z1)), grads = jax.value_and_grad(
@@ -92,8 +94,9 @@ def _batch_spread(z: jax.Array) -> dict:
 def make_train_step(config: ml_collections.ConfigDict, mesh, schedule,
                     augmentation=None, num_train_steps: int = -1):
   """The train step jitted over the mesh: batch sharded, state replicated and donated."""
-  step = functools.partial(train_step, loss_config=config.loss,
-                           schedule=schedule, augmentation=augmentation,
+  step = functools.partial(train_step, method=methods.get(config.method),
+                           config=config, schedule=schedule,
+                           augmentation=augmentation,
                            log_every=config.log_every_steps,
                            num_train_steps=num_train_steps)
   return jax.jit(step,

@@ -198,3 +198,62 @@ def test_ema_update_is_exact_and_the_momentum_rises_to_one():
   np.testing.assert_allclose(float(tau(50)), 0.998, rtol=1e-7)
   np.testing.assert_allclose(float(tau(100)), 1.0, rtol=1e-7)
   assert target.momentum(70, 0.999, 100, cosine=False) == 0.999
+
+
+def _method_config(name):
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.method = name
+  if name != 'simsiam':
+    config.model.predictor = 'none'
+  return config
+
+
+def _first_step(config, devices):
+  """(loss the step reports, loss of the method on the same outputs, params)."""
+  from simsiam_jax import methods  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import optim  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import train  # pylint: disable=g-import-not-at-top
+  from simsiam_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from simsiam_jax.models import simsiam  # pylint: disable=g-import-not-at-top
+  batch = next(synthetic.train_batches(32, 16, 3, 16, seed=0))
+  batch = {k: batch[k] for k in ('view1', 'view2')}
+  mesh = parallel.create_mesh(devices)
+  model = simsiam.create_model(config.model)
+  tx, schedule = optim.create_optimizer(config, 16, 64)
+  state = state_lib.create(state_lib.simsiam_initializer(model, tx, (16, 16, 3)),
+                           mesh, jax.random.key(0))
+  z1, z2, p1, p2 = model.apply(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      batch['view1'], batch['view2'], train=True, mutable=['batch_stats'])[0]
+  want = methods.get(config.method).loss(
+      {'z1': z1, 'z2': z2, 'p1': p1, 'p2': p2}, config)
+  step = train.make_train_step(config, mesh, schedule)
+  state, metrics = step(state, parallel.host_to_global(batch, mesh))
+  return float(metrics['loss']), float(want), jax.device_get(state.params)
+
+
+@pytest.mark.parametrize('name', ['simclr', 'barlow_twins', 'vicreg'])
+def test_the_train_step_takes_the_method_loss_on_1_and_8_devices(name):
+  config = _method_config(name)
+  got1, want1, params1 = _first_step(config, jax.devices()[:1])
+  got8, _, params8 = _first_step(config, jax.devices())
+  np.testing.assert_allclose(got1, want1, rtol=1e-5)
+  np.testing.assert_allclose(got8, got1, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(params1), jax.tree.leaves(params8)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  assert 'predictor' not in params1
+
+
+def test_a_method_without_predictor_asks_for_model_predictor_none():
+  from simsiam_jax import config_check  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import errors  # pylint: disable=g-import-not-at-top
+  config = _method_config('simclr')
+  config_check.check(config)
+  config.model.predictor = 'mlp'
+  with pytest.raises(errors.ConfigError, match='model.predictor=none'):
+    config_check.check(config)
+  config.method = 'byol_typo'
+  with pytest.raises(errors.ConfigError, match='method must be one of'):
+    config_check.check(config)

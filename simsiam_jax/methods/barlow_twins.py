@@ -9,6 +9,8 @@ lambda sum_{i != j} C_ij^2 (lambda = 0.0051 in the official ImageNet run).
 import jax
 import jax.numpy as jnp
 
+from simsiam_jax import methods
+
 
 def standardise(z: jax.Array, eps: float = 1e-5) -> jax.Array:
   """(z - mean) / sqrt(var + eps) over the batch, per feature (biased var)."""
@@ -25,3 +27,9 @@ def barlow_twins_loss(z1: jax.Array, z2: jax.Array,
   on = jnp.sum(jnp.square(1.0 - diag))
   off = jnp.sum(jnp.square(c)) - jnp.sum(jnp.square(diag))
   return on + lambda_offdiag * off
+
+
+METHOD = methods.Method(
+    'barlow_twins', lambda out, config: barlow_twins_loss(
+        out['z1'], out['z2'], config.barlow_twins.lambda_offdiag),
+    predictor=False)

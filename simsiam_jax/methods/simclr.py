@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from simsiam_jax import losses
+from simsiam_jax import methods
 
 
 def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float) -> jax.Array:
@@ -21,3 +22,9 @@ def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float) -> jax.Array:
   positive = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(n)])
   log_p = jax.nn.log_softmax(logits, axis=-1)
   return -jnp.mean(jnp.take_along_axis(log_p, positive[:, None], axis=-1))
+
+
+METHOD = methods.Method(
+    'simclr', lambda out, config: nt_xent(out['z1'], out['z2'],
+                                          config.simclr.temperature),
+    predictor=False)

@@ -10,6 +10,8 @@ Weights 25 / 25 / 1 in the official ImageNet run.
 import jax
 import jax.numpy as jnp
 
+from simsiam_jax import methods
+
 
 def _variance(z):
   std = jnp.sqrt(jnp.var(z, axis=0, ddof=1) + 1e-4)
@@ -36,3 +38,12 @@ def vicreg_loss(z1, z2, sim_weight: float, var_weight: float,
   t = vicreg_terms(z1, z2)
   return (sim_weight * t['invariance'] + var_weight * t['variance'] +
           cov_weight * t['covariance'])
+
+
+def _loss(out, config):
+  vc = config.vicreg
+  return vicreg_loss(out['z1'], out['z2'], vc.sim_weight, vc.var_weight,
+                     vc.cov_weight)
+
+
+METHOD = methods.Method('vicreg', _loss, predictor=False)
