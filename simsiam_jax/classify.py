@@ -329,7 +329,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                num_examples, steps_per_epoch, parallel.step_of(state),
                num_train_steps, config.batch_size)
 
-  writer = loop.create_writer(workdir, run)
+  writer = loop.create_writer(workdir, run, parallel.step_of(state))
   evaluator = Evaluator(config, mesh, num_classes)
   eval_epochs = config.classifier.eval_every_epochs
 

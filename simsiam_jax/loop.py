@@ -78,8 +78,9 @@ def take_workdir(workdir: str, config: ml_collections.ConfigDict):
         'why); this process stops with it.')
 
 
-def create_writer(workdir: str, run: Run):
-  return metrics_io.create_writer(workdir, run.is_chief)
+def create_writer(workdir: str, run: Run, start_step: int):
+  """The metric writers of a run that starts (or resumes) at `start_step`."""
+  return metrics_io.create_writer(workdir, run.is_chief, start_step)
 
 
 class Progress:

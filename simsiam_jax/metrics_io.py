@@ -12,6 +12,8 @@ from absl import logging
 from etils import epath
 import numpy as np
 
+from simsiam_jax import workdir as workdir_lib
+
 METRICS_FILE = 'metrics.jsonl'
 
 
@@ -75,11 +77,18 @@ class MultiWriter:
     return call
 
 
-def create_writer(workdir: str, is_chief: bool) -> MultiWriter:
-  """TensorBoard + log + metrics.jsonl on the chief; nothing elsewhere."""
+def create_writer(workdir: str, is_chief: bool,
+                  start_step: int = 0) -> MultiWriter:
+  """TensorBoard + log + metrics.jsonl on the chief; nothing elsewhere.
+
+  metrics.jsonl keeps the rows up to `start_step` (the step the run
+  resumes from; 0 for a fresh start): rows an interrupted attempt wrote
+  after its last checkpoint are logged again, so they go.
+  """
   if not is_chief:
     return MultiWriter([])
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  _drop_rows_after(epath.Path(workdir) / METRICS_FILE, start_step)
   writers = [JsonlWriter(workdir)]
   try:
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
@@ -89,6 +98,17 @@ def create_writer(workdir: str, is_chief: bool) -> MultiWriter:
                     'and %s.', e, METRICS_FILE)
     writers.append(LoggingWriter())
   return MultiWriter(writers)
+
+
+def _drop_rows_after(path: epath.Path, step: int):
+  if not path.exists():
+    return
+  lines = [l for l in path.read_text().splitlines() if l.strip()]
+  keep = [l for l in lines if json.loads(l)['step'] <= step]
+  if len(keep) < len(lines):
+    logging.info('%s: dropped the %d rows after step %d (logged again now).',
+                  path, len(lines) - len(keep), step)
+    workdir_lib.write_atomic(path, ''.join(l + '\n' for l in keep))
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -144,7 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                num_train_steps, config.batch_size, run.local_batch,
                config.batch_size // mesh.devices.size, steps_per_epoch)
 
-  writer = loop.create_writer(workdir, run)
+  writer = loop.create_writer(workdir, run, start_step)
   knn_monitor = _knn_monitor(config, model, mesh)
   knn_epochs = config.knn.every_epochs
   # Raw pixels and the random-init network under the same kNN: the numbers

@@ -295,3 +295,19 @@ def test_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
   # The old content stays, and no temporary file is left behind.
   assert path.read_text() == 'old'
   assert sorted(p.name for p in tmp_path.iterdir()) == ['config.json']
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+  """Rows written after the last checkpoint by an interrupted attempt go."""
+  from simsiam_jax import metrics_io  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.num_train_steps = 4
+  train.train_and_evaluate(config, str(tmp_path))
+  # An attempt that went on to step 6 and was killed before saving it.
+  with open(tmp_path / metrics_io.METRICS_FILE, 'a') as f:
+    f.write(json.dumps({'step': 6, 'loss': 9.0}) + '\n')
+  config.num_train_steps = 8
+  train.train_and_evaluate(config, str(tmp_path))
+  rows = [r for r in metrics_io.read_metrics(str(tmp_path)) if 'loss' in r]
+  assert [r['step'] for r in rows] == [2, 4, 6, 8]
+  assert rows[2]['loss'] != 9.0
