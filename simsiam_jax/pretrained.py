@@ -58,12 +58,18 @@ def _check(config: ml_collections.ConfigDict, workdir: str) -> str:
           else checkpointing.CHECKPOINT_DIR)
 
 
+# Tries at reading the latest checkpoint of a live run, which may rotate
+# the one picked away before it is read.
+_READ_TRIES = 5
+
+
 def read_run(run_workdir: str, mesh, subdir: str = checkpointing.CHECKPOINT_DIR,
              step: int | None = None):
   """A pretraining run's checkpoint, opened read-only (local or gs://).
 
   Its own config first, from the checkpoint: it says which network (and
-  optimiser state) to build.
+  optimiser state) to build. Without `step`, the latest: if a live run
+  rotates it away while it is read, the then latest is read instead.
 
   Returns:
     (its config, its SimSiam model, its TrainState replicated on `mesh`).
@@ -71,6 +77,29 @@ def read_run(run_workdir: str, mesh, subdir: str = checkpointing.CHECKPOINT_DIR,
   Raises:
     PretrainedNotFound: no readable checkpoint there.
   """
+  for attempt in range(_READ_TRIES):
+    before = _steps(run_workdir, subdir)
+    try:
+      return _read_once(run_workdir, mesh, subdir, step)
+    except (ValueError, RuntimeError) as e:
+      if (step is not None or isinstance(e, PretrainedNotFound) or
+          attempt + 1 == _READ_TRIES or _steps(run_workdir, subdir) == before):
+        raise
+      logging.info('The checkpoints in %s changed while one was read (%s); '
+                   'reading the latest again.', run_workdir, e)
+
+
+def _steps(run_workdir: str, subdir: str):
+  """The steps of the checkpoints there now (None: no such folder)."""
+  if not (epath.Path(run_workdir) / subdir).is_dir():
+    return None
+  reader = checkpointing.Checkpointer(run_workdir, _READER_CONFIG,
+                                      subdir=subdir, read_only=True)
+  return tuple(sorted(reader.manager.all_steps()))
+
+
+def _read_once(run_workdir: str, mesh, subdir: str, step: int | None):
+  """read_run's one try."""
   if not (epath.Path(run_workdir) / subdir).is_dir():
     raise PretrainedNotFound(
         f'No {subdir}/ in {run_workdir!r}: not the workdir of a pretraining '

@@ -311,3 +311,27 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
   rows = [r for r in metrics_io.read_metrics(str(tmp_path)) if 'loss' in r]
   assert [r['step'] for r in rows] == [2, 4, 6, 8]
   assert rows[2]['loss'] != 9.0
+
+
+def test_a_reader_takes_the_next_checkpoint_when_its_pick_rotates_away(
+    finished_run, tmp_path, monkeypatch):
+  """A live run may delete the checkpoint a reader picked before it reads it."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  _, workdir, _ = finished_run
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  (copy / '.lock').unlink(missing_ok=True)
+  original = checkpointing.Checkpointer.restore
+  rotated = []
+
+  def restore_after_rotation(self, abstract_state, step=None):
+    if not rotated:  # the run saved on and rotated the picked step away
+      rotated.append(step)
+      shutil.rmtree(copy / 'checkpoints' / str(step))
+    return original(self, abstract_state, step)
+
+  monkeypatch.setattr(checkpointing.Checkpointer, 'restore',
+                      restore_after_rotation)
+  loaded = backbone_lib.load_backbone(str(copy))
+  assert rotated == [4] and loaded.step == 2
