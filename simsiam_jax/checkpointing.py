@@ -374,7 +374,7 @@ def sigterm_is_preemption(what: str, directory: str):
   def on_sigterm(signum, frame):
     del signum, frame
     raise Preempted(f'SIGTERM during {what}: the checkpoints in {directory} '
-                    'are complete; run the same command to finish.')
+                    '(if any) are complete; run the same command to go on.')
 
   if jax.process_count() == 1 and (threading.current_thread()
                                    is threading.main_thread()):

@@ -142,13 +142,18 @@ def main(argv):
                                   FLAGS.num_processes, FLAGS.process_id)
   config = FLAGS.config
   try:
-    if config.mode not in MODES:
-      raise errors.ConfigError(f'config.mode must be one of {sorted(MODES)}, '
-                               f'got {config.mode!r}.')
-    config_check.check(config)
-    # After the checks, so that a config error is the last line shown.
-    logging.info('Config:\n%s', config)
-    summary = MODES[config.mode](config, FLAGS.workdir)
+    # SIGTERM outside the training steps (start-up, compiling, the final
+    # evaluation) is a preemption too: exit 75, "try again". Training's own
+    # watcher, inside, saves first.
+    with checkpointing.sigterm_is_preemption('start-up or evaluation',
+                                             FLAGS.workdir):
+      if config.mode not in MODES:
+        raise errors.ConfigError(f'config.mode must be one of '
+                                 f'{sorted(MODES)}, got {config.mode!r}.')
+      config_check.check(config)
+      # After the checks, so that a config error is the last line shown.
+      logging.info('Config:\n%s', config)
+      summary = MODES[config.mode](config, FLAGS.workdir)
   except checkpointing.Preempted as e:
     logging.warning('%s', e)
     raise SystemExit(checkpointing.PREEMPTED_EXIT_CODE) from e

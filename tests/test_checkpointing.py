@@ -336,3 +336,20 @@ def test_a_second_training_on_a_live_workdir_is_refused(straight, tmp_path):
   assert int(state.step) == NUM_STEPS
   _assert_trees(state.params, straight.params, exact=True)
   _assert_trees(state.opt_state, straight.opt_state, exact=True)
+
+
+def test_sigterm_before_the_first_step_is_a_preemption(tmp_path):
+  """Stopped while it starts (compiling, nothing to save): exit 75, not 143."""
+  proc = _start(tmp_path / 'run')
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    if 'Config:' in line:  # after the checks, long before step 1
+      proc.send_signal(signal.SIGTERM)
+      break
+  out, _ = proc.communicate(timeout=300)
+  out = ''.join(lines) + out
+  assert proc.returncode == checkpointing.PREEMPTED_EXIT_CODE, out[-3000:]
+  assert 'SIGTERM during start-up' in out
+  assert 'Traceback' not in out
+  assert 'First step' not in out
