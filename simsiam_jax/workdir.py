@@ -184,10 +184,15 @@ def _append(path: epath.Path, line: str):
 
 
 def _has_run(path: epath.Path) -> bool:
-  """A run began here: its config is saved and it has checkpoints."""
+  """A run began here: its config is saved and a checkpoint completed.
+
+  An attempt killed during its first save leaves only a temporary
+  checkpoint folder (`N.orbax-checkpoint-tmp-*`): nothing to resume, so
+  the next start is a fresh one, with any config.
+  """
   ckpt = path / CHECKPOINT_DIR
   return ((path / CONFIG_FILE).exists() and ckpt.is_dir() and
-          any(True for _ in ckpt.iterdir()))
+          any(p.name.isdigit() for p in ckpt.iterdir()))
 
 
 def prepare(workdir: str, config) -> int:

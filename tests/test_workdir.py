@@ -132,6 +132,20 @@ def test_a_fresh_workdir_takes_any_config(tmp_path):
   assert [h['event'] for h in _history(tmp_path)] == ['start', 'start']
 
 
+def test_a_start_killed_in_its_first_save_left_nothing_to_resume(tmp_path):
+  workdir_lib.prepare(str(tmp_path), tiny.get_config())
+  (tmp_path / 'checkpoints' / '2.orbax-checkpoint-tmp-1234').mkdir(
+      parents=True)
+  other = tiny.get_config()
+  other.seed = 5
+  workdir_lib.prepare(str(tmp_path), other)  # accepted: a fresh start
+  assert json.loads((tmp_path / 'config.json').read_text())['seed'] == 5
+  (tmp_path / 'checkpoints' / '2').mkdir()  # a completed checkpoint
+  other.seed = 6
+  with pytest.raises(workdir_lib.ResumeRefused, match='seed'):
+    workdir_lib.prepare(str(tmp_path), other)
+
+
 @pytest.mark.parametrize('lr', [1e6, 1e30])
 def test_a_diverging_run_stops_before_saving_what_diverged(tmp_path, lr):
   config = tiny.get_config()
