@@ -45,7 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dtype = 'float32'        # compute dtype: 'float32' or 'bfloat16'
   c.model.param_dtype = 'float32'  # parameter (and BN statistics) dtype
 
-  # The method: 'simsiam', or a comparison method of the paper (methods/).
+  # The method: 'simsiam', or a comparison method of the paper (methods/):
+  # 'simclr', 'moco_v2', 'byol', 'barlow_twins', 'vicreg'.
   # Those without a predictor need model.predictor='none'.
   c.method = 'simsiam'
   c.simclr = ml_collections.ConfigDict()
@@ -56,6 +57,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.vicreg.sim_weight = 25.0       # invariance weight (official --sim-coeff)
   c.vicreg.var_weight = 25.0       # variance weight (official --std-coeff)
   c.vicreg.cov_weight = 1.0        # covariance weight (official --cov-coeff)
+  c.byol = ml_collections.ConfigDict()
+  c.byol.tau_base = 0.996          # target momentum, raised to 1 along a cosine (BYOL Sec. 3.2)
+  c.moco = ml_collections.ConfigDict()
+  c.moco.temperature = 0.2         # InfoNCE temperature (MoCo v2)
+  c.moco.momentum = 0.999          # key encoder momentum, constant (MoCo --moco-m)
+  c.moco.queue_size = 65536        # keys in the queue (MoCo --moco-k); a multiple of 2x the batch
 
   c.loss = ml_collections.ConfigDict()
   c.loss.stop_gradient = True      # stop-gradient on the targets (False collapses)

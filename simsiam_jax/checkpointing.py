@@ -58,8 +58,11 @@ class Preempted(Exception):
 
 
 def _state_items(state) -> dict:
-  return {'step': state.step, 'params': state.params,
-          'batch_stats': state.batch_stats, 'opt_state': state.opt_state}
+  items = {'step': state.step, 'params': state.params,
+           'batch_stats': state.batch_stats, 'opt_state': state.opt_state}
+  if jax.tree.leaves(getattr(state, 'extra', None)):
+    items['extra'] = state.extra  # a method's target network or queue
+  return items
 
 
 DIGESTS_SUFFIX = '.digests.json'

@@ -40,10 +40,12 @@ def check(config: ml_collections.ConfigDict):
   _one_of('model.conv_impl', mc.get('conv_impl', 'auto'), resnet.CONV_IMPLS)
   _one_of('model.predictor', mc.predictor, simsiam.PREDICTORS)
   _one_of('method', config.method, methods.names())
-  if not methods.get(config.method).predictor and mc.predictor != 'none':
+  method = methods.get(config.method)
+  if not method.predictor and mc.predictor != 'none':
     raise errors.ConfigError(
         f'method {config.method!r} has no predictor: add '
-        "--config.model.predictor=none.")
+        '--config.model.predictor=none.')
+  method.check(config)
   _one_of('model.head_bn', mc.head_bn, heads.HEAD_BN)
   _positive('model.width', mc.width)
   _positive('data.image_size', config.data.image_size)

@@ -20,18 +20,31 @@ from simsiam_jax import parallel
 
 
 class TrainState(train_state.TrainState):
-  """Params, optimiser state and step, plus BatchNorm running statistics."""
+  """Params, optimiser state and step, plus BatchNorm running statistics.
+
+  `extra`: what a method keeps beside the network (methods/: a momentum
+  target, a queue); {} for SimSiam, whose checkpoints then hold exactly
+  what they always did.
+  """
   batch_stats: Any
+  extra: Any = None
 
 
 def simsiam_initializer(model, tx: optax.GradientTransformation,
-                        image_shape: tuple[int, int, int]):
-  """rng -> the initial SimSiam TrainState (pure, for jit and eval_shape)."""
+                        image_shape: tuple[int, int, int], extra_init=None):
+  """rng -> the initial TrainState (pure, for jit and eval_shape).
+
+  `extra_init`: (params, rng) -> the method's extra state (methods.Method);
+  None: none.
+  """
   def init(rng):
     x = jnp.zeros((2, *image_shape), jnp.float32)
     variables = model.init(rng, x, x, train=True)
+    extra = ({} if extra_init is None else
+             extra_init(variables['params'], jax.random.fold_in(rng, 1)))
     return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                             batch_stats=variables['batch_stats'], tx=tx)
+                             batch_stats=variables['batch_stats'], tx=tx,
+                             extra=extra)
   return init
 
 

@@ -60,17 +60,24 @@ def train_step(state: state_lib.TrainState, batch: dict, *,
   """
   if augmentation is not None:
     batch = augmentation(batch, state.step)
+  targets = _target_projections(state, batch) if method.target else {}
+
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
     (z1, z2, p1, p2), updates = state.apply_fn(
         variables, batch['view1'], batch['view2'], train=True,
         mutable=['batch_stats'])
-    loss = method.loss({'z1': z1, 'z2': z2, 'p1': p1, 'p2': p2}, config)
-    return loss, (updates['batch_stats'], z1)
+    out = {'z1': z1, 'z2': z2, 'p1': p1, 'p2': p2, 'extra': state.extra,
+           **targets}
+    return method.loss(out, config), (updates['batch_stats'], out)
 
-  (loss, (batch_stats, z1)), grads = jax.value_and_grad(
+  (loss, (batch_stats, out)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
+  z1 = out['z1']
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  new_state = new_state.replace(extra=method.next_extra(
+      state.extra, new_state.params, out, state.step, config,
+      num_train_steps))
   metrics = {
       'loss': loss,
       'collapse_std': losses.collapse_std(z1),
@@ -84,6 +91,22 @@ def train_step(state: state_lib.TrainState, batch: dict, *,
       logged, _batch_spread,
       lambda z: dict.fromkeys(SAMPLED_METRICS, jnp.float32(jnp.nan)), z1))
   return new_state, metrics
+
+
+def _target_projections(state, batch) -> dict:
+  """{'t1', 't2'}: the momentum target's z of each view, held constant.
+
+  Its BN normalises with the batch's statistics, as the online network's
+  (the running averages it would update are not kept).
+  """
+  variables = {'params': state.extra['target'],
+               'batch_stats': state.batch_stats}
+  out = {}
+  for v in (1, 2):
+    (_, z), _ = state.apply_fn(variables, batch[f'view{v}'], train=True,
+                               method='represent', mutable=['batch_stats'])
+    out[f't{v}'] = jax.lax.stop_gradient(z)
+  return out
 
 
 def _batch_spread(z: jax.Array) -> dict:
@@ -129,7 +152,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                         num_train_steps)
   ckpt = checkpointing.Checkpointer(workdir, config)
   state = state_lib.restore_or_create(
-      ckpt, state_lib.simsiam_initializer(model, tx, source.image_shape),
+      ckpt, state_lib.simsiam_initializer(model, tx, source.image_shape,
+                                          methods.extra_init(config)),
       mesh, rngs.key(config.seed, 'init'))
   if (done := loop.already_finished(workdir, state, num_train_steps)):
     return done

@@ -202,15 +202,18 @@ def test_ema_update_is_exact_and_the_momentum_rises_to_one():
 
 def _method_config(name):
   from configs import tiny  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import methods  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.method = name
-  if name != 'simsiam':
+  config.moco.queue_size = 64  # 2 x 32 images a step
+  if not methods.get(name).predictor:
     config.model.predictor = 'none'
   return config
 
 
 def _first_step(config, devices):
-  """(loss the step reports, loss of the method on the same outputs, params)."""
+  """(loss the step reports, the method's loss on the same outputs, state
+  before, state after), fetched to the host."""
   from simsiam_jax import methods  # pylint: disable=g-import-not-at-top
   from simsiam_jax import optim  # pylint: disable=g-import-not-at-top
   from simsiam_jax import state as state_lib  # pylint: disable=g-import-not-at-top
@@ -222,38 +225,111 @@ def _first_step(config, devices):
   mesh = parallel.create_mesh(devices)
   model = simsiam.create_model(config.model)
   tx, schedule = optim.create_optimizer(config, 16, 64)
-  state = state_lib.create(state_lib.simsiam_initializer(model, tx, (16, 16, 3)),
-                           mesh, jax.random.key(0))
-  z1, z2, p1, p2 = model.apply(
-      {'params': state.params, 'batch_stats': state.batch_stats},
-      batch['view1'], batch['view2'], train=True, mutable=['batch_stats'])[0]
-  want = methods.get(config.method).loss(
-      {'z1': z1, 'z2': z2, 'p1': p1, 'p2': p2}, config)
-  step = train.make_train_step(config, mesh, schedule)
+  init = state_lib.simsiam_initializer(model, tx, (16, 16, 3),
+                                       methods.extra_init(config))
+  state = state_lib.create(init, mesh, jax.random.key(0))
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  z1, z2, p1, p2 = model.apply(variables, batch['view1'], batch['view2'],
+                               train=True, mutable=['batch_stats'])[0]
+  out = {'z1': z1, 'z2': z2, 'p1': p1, 'p2': p2, 'extra': state.extra}
+  if methods.get(config.method).target:  # at step 0 the online copy
+    for v in (1, 2):
+      out[f't{v}'] = model.apply(variables, batch[f'view{v}'], train=True,
+                                 method='represent',
+                                 mutable=['batch_stats'])[0][1]
+  want = methods.get(config.method).loss(out, config)
+  before = jax.device_get(state)
+  step = train.make_train_step(config, mesh, schedule, num_train_steps=64)
   state, metrics = step(state, parallel.host_to_global(batch, mesh))
-  return float(metrics['loss']), float(want), jax.device_get(state.params)
+  return float(metrics['loss']), float(want), before, jax.device_get(state)
 
 
-@pytest.mark.parametrize('name', ['simclr', 'barlow_twins', 'vicreg'])
+@functools.lru_cache(maxsize=None)
+def _step_of(name, num_devices):
+  """_first_step of method `name` on the first `num_devices` devices, once."""
+  return _first_step(_method_config(name), jax.devices()[:num_devices])
+
+
+def _max_diff(a, b):
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _close(a, b, atol=1e-5):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol)
+
+
+@pytest.mark.parametrize('name', ['simclr', 'moco_v2', 'byol', 'barlow_twins',
+                                  'vicreg'])
 def test_the_train_step_takes_the_method_loss_on_1_and_8_devices(name):
-  config = _method_config(name)
-  got1, want1, params1 = _first_step(config, jax.devices()[:1])
-  got8, _, params8 = _first_step(config, jax.devices())
+  got1, want1, _, after1 = _step_of(name, 1)
+  got8, _, _, after8 = _step_of(name, 8)
   np.testing.assert_allclose(got1, want1, rtol=1e-5)
   np.testing.assert_allclose(got8, got1, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(params1), jax.tree.leaves(params8)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
-  assert 'predictor' not in params1
+  _close(after1.params, after8.params)
+  _close(after1.extra, after8.extra)
+  assert ('predictor' in after1.params) == (name == 'byol')
 
 
-def test_a_method_without_predictor_asks_for_model_predictor_none():
+@pytest.mark.parametrize('name', ['moco_v2', 'byol'])
+def test_the_target_is_the_ema_of_the_online_network(name):
+  config = _method_config(name)
+  _, _, before, after = _step_of(name, 8)
+  tau = (config.moco.momentum if name == 'moco_v2' else
+         float(target.momentum(0, config.byol.tau_base, 64, cosine=True)))
+  want = jax.tree.map(lambda t, o: tau * t + (1 - tau) * o,
+                      before.extra['target'], target.online_part(after.params))
+  _close(after.extra['target'], want, atol=1e-7)
+  # The target moved, and less than the online network did.
+  moved = _max_diff(after.extra['target'], before.extra['target'])
+  assert 0 < moved < _max_diff(target.online_part(after.params),
+                               before.extra['target'])
+
+
+def test_moco_enqueues_both_views_keys_after_the_step():
+  _, _, before, after = _step_of('moco_v2', 8)
+  old, new = (np.asarray(s.extra['queue']['keys']) for s in (before, after))
+  # 64 slots, 2 x 16 keys a step: the first 32 slots now hold unit keys of
+  # this step, the other 32 the start's.
+  assert int(before.extra['queue']['ptr']) == 0
+  assert int(after.extra['queue']['ptr']) == 32
+  np.testing.assert_allclose(np.linalg.norm(new[:32], axis=1), 1.0, rtol=1e-5)
+  assert not np.allclose(new[:32], old[:32])
+  np.testing.assert_array_equal(new[32:], old[32:])
+
+
+def test_a_resumed_moco_run_equals_a_straight_one(tmp_path):
+  """The target network and the queue are checkpointed with the rest."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import pretrained  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import train  # pylint: disable=g-import-not-at-top
+  config = _method_config('moco_v2')
+  config.num_train_steps = 8  # checkpoints every 2 steps, the last 3 kept
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  train.train_and_evaluate(config, str(straight))
+  # The same run as if stopped after its checkpoint at step 4.
+  shutil.copytree(straight, resumed)
+  for name in ('6', '8', '6.digests.json', '8.digests.json'):
+    path = resumed / 'checkpoints' / name
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+  (resumed / 'summary.json').unlink()
+  train.train_and_evaluate(config, str(resumed))
+  mesh = parallel.create_mesh()
+  (_, _, a), (_, _, b) = (pretrained.read_run(str(d), mesh)
+                          for d in (straight, resumed))
+  assert int(a.step) == int(b.step) == 8
+  assert int(a.extra['queue']['ptr']) == (8 * 32) % 64
+  for x, y in zip(jax.tree.leaves((a.params, a.extra)),
+                  jax.tree.leaves((b.params, b.extra))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_moco_queue_that_the_keys_do_not_fill_evenly_is_a_config_error():
   from simsiam_jax import config_check  # pylint: disable=g-import-not-at-top
   from simsiam_jax import errors  # pylint: disable=g-import-not-at-top
-  config = _method_config('simclr')
+  config = _method_config('moco_v2')
   config_check.check(config)
-  config.model.predictor = 'mlp'
-  with pytest.raises(errors.ConfigError, match='model.predictor=none'):
-    config_check.check(config)
-  config.method = 'byol_typo'
-  with pytest.raises(errors.ConfigError, match='method must be one of'):
+  config.moco.queue_size = 48  # not a multiple of 2 x 16
+  with pytest.raises(errors.ConfigError, match='moco.queue_size=48'):
     config_check.check(config)

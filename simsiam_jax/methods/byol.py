@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from simsiam_jax import losses
+from simsiam_jax import methods
+from simsiam_jax.methods import target
 
 
 def regression(p: jax.Array, target: jax.Array) -> jax.Array:
@@ -21,3 +23,17 @@ def regression(p: jax.Array, target: jax.Array) -> jax.Array:
 def byol_loss(p1, p2, t1, t2) -> jax.Array:
   """Symmetric BYOL loss: p from the online predictor, t from the target."""
   return regression(p1, t2) + regression(p2, t1)
+
+
+def _next(extra, params, out, step, config, num_train_steps):
+  del out
+  tau = target.momentum(step, config.byol.tau_base, num_train_steps,
+                        cosine=True)
+  return target.next_target(extra, params, tau)
+
+
+METHOD = methods.Method(
+    'byol', lambda out, config: byol_loss(out['p1'], out['p2'], out['t1'],
+                                          out['t2']),
+    predictor=True, target=True, init_extra=lambda config: target.init,
+    next_extra=_next)

@@ -11,7 +11,10 @@ the batch's keys after each step (K a multiple of the global batch).
 import jax
 import jax.numpy as jnp
 
+from simsiam_jax import errors
 from simsiam_jax import losses
+from simsiam_jax import methods
+from simsiam_jax.methods import target
 
 
 def info_nce(q: jax.Array, k: jax.Array, queue: jax.Array,
@@ -41,3 +44,37 @@ def enqueue(queue: dict, keys: jax.Array) -> dict:
   stored = jax.lax.dynamic_update_slice_in_dim(queue['keys'], new,
                                                queue['ptr'], axis=0)
   return {'keys': stored, 'ptr': (queue['ptr'] + b) % size}
+
+
+def _loss(out, config):
+  """Symmetric: each view's query against the other view's key."""
+  queue, t = out['extra']['queue']['keys'], config.moco.temperature
+  return 0.5 * (info_nce(out['z1'], out['t2'], queue, t) +
+                info_nce(out['z2'], out['t1'], queue, t))
+
+
+def _init(config):
+  def init(params, rng):
+    return {**target.init(params, rng),
+            'queue': init_queue(rng, config.moco.queue_size,
+                                config.model.proj_dim)}
+  return init
+
+
+def _next(extra, params, out, step, config, num_train_steps):
+  del step, num_train_steps
+  extra = target.next_target(extra, params, config.moco.momentum)
+  keys = jnp.concatenate([out['t1'], out['t2']])
+  return {**extra, 'queue': enqueue(extra['queue'], keys)}
+
+
+def _check(config):
+  size, keys = config.moco.queue_size, 2 * config.batch_size
+  if size <= 0 or size % keys:
+    raise errors.ConfigError(
+        f'moco.queue_size={size} must be a positive multiple of the {keys} '
+        'keys a step enqueues (2 x batch_size).')
+
+
+METHOD = methods.Method('moco_v2', _loss, predictor=False, target=True,
+                        init_extra=_init, next_extra=_next, check=_check)

@@ -20,3 +20,20 @@ def ema_update(target, online, tau):
   """tau * target + (1 - tau) * online, leaf by leaf; no gradient."""
   return optax.incremental_update(jax.lax.stop_gradient(online), target,
                                   1.0 - tau)
+
+
+def online_part(params) -> dict:
+  """The online network's backbone and projector: what the target copies."""
+  return {'backbone': params['backbone'], 'projector': params['projector']}
+
+
+def init(params, rng) -> dict:
+  """The target network at the start: a copy of the online one."""
+  del rng
+  return {'target': online_part(params)}
+
+
+def next_target(extra, params, tau):
+  """`extra` with its target moved towards the online network by `tau`."""
+  return {**extra, 'target': ema_update(extra['target'], online_part(params),
+                                        tau)}
