@@ -53,8 +53,13 @@ class CorruptCheckpoint(RuntimeError):
   """A checkpoint's arrays differ from the digests written when it was saved."""
 
 
-class Preempted(Exception):
-  """Training stopped on a preemption notice after saving a checkpoint."""
+class Preempted(BaseException):
+  """Training stopped on a preemption notice after saving a checkpoint.
+
+  A BaseException, as KeyboardInterrupt: a SIGTERM handler raises it
+  wherever the program is, and no `except Exception` on the way (a cache
+  read, a library) may swallow it.
+  """
 
 
 def _state_items(state) -> dict:
