@@ -11,7 +11,7 @@ import ml_collections
 
 from simsiam_jax import errors
 from simsiam_jax import losses
-from simsiam_jax import methods
+from simsiam_jax.methods import registry
 from simsiam_jax import optim
 from simsiam_jax.data import spec
 from simsiam_jax.models import heads
@@ -39,8 +39,8 @@ def check(config: ml_collections.ConfigDict):
   _one_of('model.stem', mc.stem, ('imagenet', 'cifar'))
   _one_of('model.conv_impl', mc.get('conv_impl', 'auto'), resnet.CONV_IMPLS)
   _one_of('model.predictor', mc.predictor, simsiam.PREDICTORS)
-  _one_of('method', config.method, methods.names())
-  method = methods.get(config.method)
+  _one_of('method', config.method, registry.names())
+  method = registry.get(config.method)
   if not method.predictor and mc.predictor != 'none':
     raise errors.ConfigError(
         f'method {config.method!r} has no predictor: add '

@@ -17,7 +17,7 @@ import ml_collections
 
 from simsiam_jax import checkpointing
 from simsiam_jax import loop
-from simsiam_jax import methods
+from simsiam_jax.methods import registry
 from simsiam_jax import optim
 from simsiam_jax import parallel
 from simsiam_jax import state as state_lib
@@ -121,7 +121,7 @@ def _read_once(run_workdir: str, mesh, subdir: str, step: int | None):
   tx, _ = optim.create_optimizer(saved, 1, 1 << 30)  # shapes only
   init = state_lib.simsiam_initializer(model, tx,
                                        spec.image_shape(saved.data),
-                                       methods.extra_init(saved))
+                                       registry.extra_init(saved))
   abstract = state_lib.abstract(init, mesh, jax.random.key(0))
   reader = checkpointing.Checkpointer(run_workdir, saved, subdir=subdir,
                                       read_only=True)

@@ -34,7 +34,7 @@ def simsiam_initializer(model, tx: optax.GradientTransformation,
                         image_shape: tuple[int, int, int], extra_init=None):
   """rng -> the initial TrainState (pure, for jit and eval_shape).
 
-  `extra_init`: (params, rng) -> the method's extra state (methods.Method);
+  `extra_init`: (params, rng) -> the method's extra state (base.Method);
   None: none.
   """
   def init(rng):

@@ -18,7 +18,8 @@ import optax
 from simsiam_jax import checkpointing
 from simsiam_jax import losses
 from simsiam_jax import loop
-from simsiam_jax import methods
+from simsiam_jax.methods import base
+from simsiam_jax.methods import registry
 from simsiam_jax import optim
 from simsiam_jax import parallel
 from simsiam_jax import rngs
@@ -36,7 +37,7 @@ SAMPLED_METRICS = ('batch_z_rank', 'batch_z_pr')
 
 
 def train_step(state: state_lib.TrainState, batch: dict, *,
-               method: methods.Method, config: ml_collections.ConfigDict,
+               method: base.Method, config: ml_collections.ConfigDict,
                schedule: optax.Schedule, augmentation=None,
                log_every: int = 1, num_train_steps: int = -1):
   """One SGD step on a global batch of two views.
@@ -45,7 +46,7 @@ def train_step(state: state_lib.TrainState, batch: dict, *,
     state: the replicated train state.
     batch: {'view1', 'view2': [B, H, W, C]}, sharded along B; or what
       what `augmentation` turns into that.
-    method: `methods.get(config.method)`: the loss of the two views'
+    method: `registry.get(config.method)`: the loss of the two views'
       outputs (SimSiam's: `config.loss`'s stop-gradient, symmetry and
       similarity).
     config: the run's config, for the method's fields.
@@ -117,7 +118,7 @@ def _batch_spread(z: jax.Array) -> dict:
 def make_train_step(config: ml_collections.ConfigDict, mesh, schedule,
                     augmentation=None, num_train_steps: int = -1):
   """The train step jitted over the mesh: batch sharded, state replicated and donated."""
-  step = functools.partial(train_step, method=methods.get(config.method),
+  step = functools.partial(train_step, method=registry.get(config.method),
                            config=config, schedule=schedule,
                            augmentation=augmentation,
                            log_every=config.log_every_steps,
@@ -153,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt = checkpointing.Checkpointer(workdir, config)
   state = state_lib.restore_or_create(
       ckpt, state_lib.simsiam_initializer(model, tx, source.image_shape,
-                                          methods.extra_init(config)),
+                                          registry.extra_init(config)),
       mesh, rngs.key(config.seed, 'init'))
   if (done := loop.already_finished(workdir, state, num_train_steps)):
     return done

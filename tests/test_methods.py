@@ -202,11 +202,11 @@ def test_ema_update_is_exact_and_the_momentum_rises_to_one():
 
 def _method_config(name):
   from configs import tiny  # pylint: disable=g-import-not-at-top
-  from simsiam_jax import methods  # pylint: disable=g-import-not-at-top
+  from simsiam_jax.methods import registry  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.method = name
   config.moco.queue_size = 64  # 2 x 32 images a step
-  if not methods.get(name).predictor:
+  if not registry.get(name).predictor:
     config.model.predictor = 'none'
   return config
 
@@ -214,7 +214,7 @@ def _method_config(name):
 def _first_step(config, devices):
   """(loss the step reports, the method's loss on the same outputs, state
   before, state after), fetched to the host."""
-  from simsiam_jax import methods  # pylint: disable=g-import-not-at-top
+  from simsiam_jax.methods import registry  # pylint: disable=g-import-not-at-top
   from simsiam_jax import optim  # pylint: disable=g-import-not-at-top
   from simsiam_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   from simsiam_jax import train  # pylint: disable=g-import-not-at-top
@@ -226,18 +226,18 @@ def _first_step(config, devices):
   model = simsiam.create_model(config.model)
   tx, schedule = optim.create_optimizer(config, 16, 64)
   init = state_lib.simsiam_initializer(model, tx, (16, 16, 3),
-                                       methods.extra_init(config))
+                                       registry.extra_init(config))
   state = state_lib.create(init, mesh, jax.random.key(0))
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   z1, z2, p1, p2 = model.apply(variables, batch['view1'], batch['view2'],
                                train=True, mutable=['batch_stats'])[0]
   out = {'z1': z1, 'z2': z2, 'p1': p1, 'p2': p2, 'extra': state.extra}
-  if methods.get(config.method).target:  # at step 0 the online copy
+  if registry.get(config.method).target:  # at step 0 the online copy
     for v in (1, 2):
       out[f't{v}'] = model.apply(variables, batch[f'view{v}'], train=True,
                                  method='represent',
                                  mutable=['batch_stats'])[0][1]
-  want = methods.get(config.method).loss(out, config)
+  want = registry.get(config.method).loss(out, config)
   before = jax.device_get(state)
   step = train.make_train_step(config, mesh, schedule, num_train_steps=64)
   state, metrics = step(state, parallel.host_to_global(batch, mesh))

@@ -9,7 +9,7 @@ lambda sum_{i != j} C_ij^2 (lambda = 0.0051 in the official ImageNet run).
 import jax
 import jax.numpy as jnp
 
-from simsiam_jax import methods
+from simsiam_jax.methods import base
 
 
 def standardise(z: jax.Array, eps: float = 1e-5) -> jax.Array:
@@ -29,7 +29,7 @@ def barlow_twins_loss(z1: jax.Array, z2: jax.Array,
   return on + lambda_offdiag * off
 
 
-METHOD = methods.Method(
+METHOD = base.Method(
     'barlow_twins', lambda out, config: barlow_twins_loss(
         out['z1'], out['z2'], config.barlow_twins.lambda_offdiag),
     predictor=False)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from simsiam_jax import losses
-from simsiam_jax import methods
+from simsiam_jax.methods import base
 from simsiam_jax.methods import target
 
 
@@ -32,7 +32,7 @@ def _next(extra, params, out, step, config, num_train_steps):
   return target.next_target(extra, params, tau)
 
 
-METHOD = methods.Method(
+METHOD = base.Method(
     'byol', lambda out, config: byol_loss(out['p1'], out['p2'], out['t1'],
                                           out['t2']),
     predictor=True, target=True, init_extra=lambda config: target.init,

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from simsiam_jax import errors
 from simsiam_jax import losses
-from simsiam_jax import methods
+from simsiam_jax.methods import base
 from simsiam_jax.methods import target
 
 
@@ -76,5 +76,5 @@ def _check(config):
         'keys a step enqueues (2 x batch_size).')
 
 
-METHOD = methods.Method('moco_v2', _loss, predictor=False, target=True,
+METHOD = base.Method('moco_v2', _loss, predictor=False, target=True,
                         init_extra=_init, next_extra=_next, check=_check)

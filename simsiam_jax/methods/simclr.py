@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from simsiam_jax import losses
-from simsiam_jax import methods
+from simsiam_jax.methods import base
 
 
 def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float) -> jax.Array:
@@ -24,7 +24,7 @@ def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float) -> jax.Array:
   return -jnp.mean(jnp.take_along_axis(log_p, positive[:, None], axis=-1))
 
 
-METHOD = methods.Method(
+METHOD = base.Method(
     'simclr', lambda out, config: nt_xent(out['z1'], out['z2'],
                                           config.simclr.temperature),
     predictor=False)

@@ -1,7 +1,7 @@
 """SimSiam's loss in the method interface: `losses.simsiam_loss` on `config.loss`."""
 
 from simsiam_jax import losses
-from simsiam_jax import methods
+from simsiam_jax.methods import base
 
 
 def loss(out: dict, config):
@@ -12,4 +12,4 @@ def loss(out: dict, config):
       similarity=lc.similarity)
 
 
-METHOD = methods.Method('simsiam', loss)
+METHOD = base.Method('simsiam', loss)

@@ -10,7 +10,7 @@ Weights 25 / 25 / 1 in the official ImageNet run.
 import jax
 import jax.numpy as jnp
 
-from simsiam_jax import methods
+from simsiam_jax.methods import base
 
 
 def _variance(z):
@@ -46,4 +46,4 @@ def _loss(out, config):
                      vc.cov_weight)
 
 
-METHOD = methods.Method('vicreg', _loss, predictor=False)
+METHOD = base.Method('vicreg', _loss, predictor=False)
