@@ -41,16 +41,19 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.predictor = 'mlp'        # 'mlp', 'none' or 'fixed_random' (paper Table 1)
   c.model.head_bn = 'default'      # BN in MLPs: 'none', 'hidden', 'default', 'all' (Table 3)
   c.model.head_init = 'torch'      # MLP Dense init: 'torch' (nn.Linear, official code) or 'flax' (lecun normal, zero bias)
+  c.model.prototypes = 0           # SwAV's prototypes (3000 for ImageNet); 0: none
   c.model.conv_impl = 'auto'       # 'auto' (im2col where XLA:CPU would loop), 'xla', 'im2col'
   c.model.dtype = 'float32'        # compute dtype: 'float32' or 'bfloat16'
   c.model.param_dtype = 'float32'  # parameter (and BN statistics) dtype
 
   # The method: 'simsiam', or a comparison method of the paper (methods/):
-  # 'simclr', 'moco_v2', 'byol', 'barlow_twins', 'vicreg'.
-  # Those without a predictor need model.predictor='none'.
+  # 'simclr', 'moco_v2', 'byol', 'swav', 'barlow_twins', 'vicreg'.
+  # Those without a predictor need model.predictor='none'; SimCLR and SwAV
+  # take one as the paper's Section 6 hybrids. SwAV needs model.prototypes.
   c.method = 'simsiam'
   c.simclr = ml_collections.ConfigDict()
   c.simclr.temperature = 0.5       # NT-Xent temperature (SimCLR: 0.5 for CIFAR-10, 0.1 for ImageNet)
+  c.simclr.stop_gradient = False   # hybrid (SimSiam Sec. 6): no gradient through the candidates z
   c.barlow_twins = ml_collections.ConfigDict()
   c.barlow_twins.lambda_offdiag = 0.0051  # off-diagonal weight (official --lambd)
   c.vicreg = ml_collections.ConfigDict()
@@ -59,6 +62,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.vicreg.cov_weight = 1.0        # covariance weight (official --cov-coeff)
   c.byol = ml_collections.ConfigDict()
   c.byol.tau_base = 0.996          # target momentum, raised to 1 along a cosine (BYOL Sec. 3.2)
+  c.byol.tau_schedule = 'cosine'   # 'cosine' (BYOL) or 'constant' (tau_base=0: SimSiam with BYOL's loss)
+  c.swav = ml_collections.ConfigDict()
+  c.swav.temperature = 0.1         # softmax temperature of the predictions (official --temperature)
+  c.swav.epsilon = 0.05            # Sinkhorn regularisation (official --epsilon)
+  c.swav.sinkhorn_iterations = 3   # Sinkhorn-Knopp iterations (official --sinkhorn_iterations)
+  c.swav.freeze_prototypes_epochs = 1.0  # prototypes get no gradient this long (official: 1 epoch's iterations)
   c.moco = ml_collections.ConfigDict()
   c.moco.temperature = 0.2         # InfoNCE temperature (MoCo v2)
   c.moco.momentum = 0.999          # key encoder momentum, constant (MoCo --moco-m)

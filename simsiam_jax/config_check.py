@@ -41,7 +41,8 @@ def check(config: ml_collections.ConfigDict):
   _one_of('model.predictor', mc.predictor, simsiam.PREDICTORS)
   _one_of('method', config.method, registry.names())
   method = registry.get(config.method)
-  if not method.predictor and mc.predictor != 'none':
+  if (not method.predictor and not method.hybrid_predictor and
+      mc.predictor != 'none'):
     raise errors.ConfigError(
         f'method {config.method!r} has no predictor: add '
         '--config.model.predictor=none.')

@@ -39,7 +39,8 @@ SAMPLED_METRICS = ('batch_z_rank', 'batch_z_pr')
 def train_step(state: state_lib.TrainState, batch: dict, *,
                method: base.Method, config: ml_collections.ConfigDict,
                schedule: optax.Schedule, augmentation=None,
-               log_every: int = 1, num_train_steps: int = -1):
+               log_every: int = 1, num_train_steps: int = -1,
+               steps_per_epoch: int = 0):
   """One SGD step on a global batch of two views.
 
   Args:
@@ -55,6 +56,7 @@ def train_step(state: state_lib.TrainState, batch: dict, *,
       (`sources.TrainSource.augmentation`).
     log_every, num_train_steps: the steps that end a log window, where the
       `SAMPLED_METRICS` of the global batch's z are measured.
+    steps_per_epoch: for the method's `out['epoch']` (0: epoch 0 always).
 
   Returns:
     (new state, metrics of this step: scalars).
@@ -62,6 +64,8 @@ def train_step(state: state_lib.TrainState, batch: dict, *,
   if augmentation is not None:
     batch = augmentation(batch, state.step)
   targets = _target_projections(state, batch) if method.target else {}
+  epoch = (state.step / steps_per_epoch if steps_per_epoch > 0
+           else jnp.float32(0.0))
 
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
@@ -69,11 +73,12 @@ def train_step(state: state_lib.TrainState, batch: dict, *,
         variables, batch['view1'], batch['view2'], train=True,
         mutable=['batch_stats'])
     out = {'z1': z1, 'z2': z2, 'p1': p1, 'p2': p2, 'extra': state.extra,
-           **targets}
+           'params': params, 'epoch': epoch, **targets}
     return method.loss(out, config), (updates['batch_stats'], out)
 
   (loss, (batch_stats, out)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
+  del out['params']
   z1 = out['z1']
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   new_state = new_state.replace(extra=method.next_extra(
@@ -116,13 +121,15 @@ def _batch_spread(z: jax.Array) -> dict:
 
 
 def make_train_step(config: ml_collections.ConfigDict, mesh, schedule,
-                    augmentation=None, num_train_steps: int = -1):
+                    augmentation=None, num_train_steps: int = -1,
+                    steps_per_epoch: int = 0):
   """The train step jitted over the mesh: batch sharded, state replicated and donated."""
   step = functools.partial(train_step, method=registry.get(config.method),
                            config=config, schedule=schedule,
                            augmentation=augmentation,
                            log_every=config.log_every_steps,
-                           num_train_steps=num_train_steps)
+                           num_train_steps=num_train_steps,
+                           steps_per_epoch=steps_per_epoch)
   return jax.jit(step,
                  in_shardings=(parallel.replicated(mesh),
                                parallel.data_sharded(mesh)),
@@ -161,7 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_step = parallel.step_of(state)
   train_iter = source.batches(start_step)
   p_train_step = make_train_step(config, mesh, schedule, source.augmentation,
-                                 num_train_steps)
+                                 num_train_steps, steps_per_epoch)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('SimSiam ResNet-%d: %.2fM parameters; steps %d-%d of global '
                'batch %d (%d per process, %d per device); %d steps per epoch.',

@@ -200,14 +200,17 @@ def test_ema_update_is_exact_and_the_momentum_rises_to_one():
   assert target.momentum(70, 0.999, 100, cosine=False) == 0.999
 
 
-def _method_config(name):
+def _method_config(name, overrides=()):
   from configs import tiny  # pylint: disable=g-import-not-at-top
   from simsiam_jax.methods import registry  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.method = name
   config.moco.queue_size = 64  # 2 x 32 images a step
+  config.model.prototypes = 12 if name == 'swav' else 0
   if not registry.get(name).predictor:
     config.model.predictor = 'none'
+  for field, value in overrides:
+    config.update_from_flattened_dict({field: value})
   return config
 
 
@@ -231,7 +234,8 @@ def _first_step(config, devices):
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   z1, z2, p1, p2 = model.apply(variables, batch['view1'], batch['view2'],
                                train=True, mutable=['batch_stats'])[0]
-  out = {'z1': z1, 'z2': z2, 'p1': p1, 'p2': p2, 'extra': state.extra}
+  out = {'z1': z1, 'z2': z2, 'p1': p1, 'p2': p2, 'extra': state.extra,
+         'params': state.params, 'epoch': 0.0}
   if registry.get(config.method).target:  # at step 0 the online copy
     for v in (1, 2):
       out[f't{v}'] = model.apply(variables, batch[f'view{v}'], train=True,
@@ -245,9 +249,11 @@ def _first_step(config, devices):
 
 
 @functools.lru_cache(maxsize=None)
-def _step_of(name, num_devices):
-  """_first_step of method `name` on the first `num_devices` devices, once."""
-  return _first_step(_method_config(name), jax.devices()[:num_devices])
+def _step_of(name, num_devices, overrides=()):
+  """_first_step of method `name` (with config `overrides`, pairs) on the
+  first `num_devices` devices, once."""
+  return _first_step(_method_config(name, overrides),
+                     jax.devices()[:num_devices])
 
 
 def _max_diff(a, b):
@@ -260,16 +266,25 @@ def _close(a, b, atol=1e-5):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol)
 
 
-@pytest.mark.parametrize('name', ['simclr', 'moco_v2', 'byol', 'barlow_twins',
-                                  'vicreg'])
-def test_the_train_step_takes_the_method_loss_on_1_and_8_devices(name):
-  got1, want1, _, after1 = _step_of(name, 1)
-  got8, _, _, after8 = _step_of(name, 8)
+HYBRID = (('model.predictor', 'mlp'),)
+HYBRID_SG = HYBRID + (('simclr.stop_gradient', True),)
+
+
+@pytest.mark.parametrize('name,overrides', [
+    ('simclr', ()), ('moco_v2', ()), ('byol', ()), ('swav', ()),
+    ('barlow_twins', ()), ('vicreg', ()), ('simclr', HYBRID),
+    ('simclr', HYBRID_SG), ('swav', HYBRID)])
+def test_the_train_step_takes_the_method_loss_on_1_and_8_devices(
+    name, overrides):
+  got1, want1, _, after1 = _step_of(name, 1, overrides)
+  got8, _, _, after8 = _step_of(name, 8, overrides)
   np.testing.assert_allclose(got1, want1, rtol=1e-5)
   np.testing.assert_allclose(got8, got1, rtol=1e-5)
   _close(after1.params, after8.params)
   _close(after1.extra, after8.extra)
-  assert ('predictor' in after1.params) == (name == 'byol')
+  assert ('predictor' in after1.params) == (name == 'byol' or
+                                            overrides != ())
+  assert ('prototypes' in after1.params) == (name == 'swav')
 
 
 @pytest.mark.parametrize('name', ['moco_v2', 'byol'])
@@ -333,3 +348,106 @@ def test_a_moco_queue_that_the_keys_do_not_fill_evenly_is_a_config_error():
   config.moco.queue_size = 48  # not a multiple of 2 x 16
   with pytest.raises(errors.ConfigError, match='moco.queue_size=48'):
     config_check.check(config)
+
+
+def np_nt_xent_hybrid(p1, p2, z1, z2, t):
+  """Anchors p, candidates z: p_a,i against every z but z_a,i."""
+  p, z = _unit(np.concatenate([p1, p2])), _unit(np.concatenate([z1, z2]))
+  n = len(p1)
+  total = 0.0
+  for i in range(2 * n):
+    others = [j for j in range(2 * n) if j != i]
+    logits = np.array([p[i] @ z[j] / t for j in others])
+    total -= _log_softmax(logits)[others.index((i + n) % (2 * n))]
+  return total / (2 * n)
+
+
+def test_simclr_with_a_predictor_against_numpy_and_its_stop_gradient():
+  z1, z2 = (jnp.asarray(z, jnp.float32) for z in _pair(4))
+  p1, p2 = (jnp.asarray(z, jnp.float32) for z in _pair(5))
+  got = float(simclr.nt_xent(z1, z2, 0.5, p1, p2))
+  np.testing.assert_allclose(
+      got, np_nt_xent_hybrid(*(np.asarray(x) for x in (p1, p2, z1, z2)), 0.5),
+      rtol=2e-5)
+  # p = z is NT-Xent itself.
+  np.testing.assert_allclose(float(simclr.nt_xent(z1, z2, 0.5, z1, z2)),
+                             float(simclr.nt_xent(z1, z2, 0.5)), rtol=1e-6)
+  # Stop-gradient: no gradient reaches the candidates, some the anchors.
+  loss = lambda z1, z2, p1: simclr.nt_xent(z1, z2, 0.5, p1, p2,
+                                           stop_gradient=True)
+  gz1, gz2, gp1 = jax.grad(loss, argnums=(0, 1, 2))(z1, z2, p1)
+  assert np.all(np.asarray(gz1) == 0.0) and np.all(np.asarray(gz2) == 0.0)
+  assert np.any(np.asarray(gp1) != 0.0)
+  gz1 = jax.grad(lambda z1: simclr.nt_xent(z1, z2, 0.5, p1, p2))(z1)
+  assert np.any(np.asarray(gz1) != 0.0)
+
+
+def test_swav_with_a_predictor_predicts_the_codes_of_z_from_p():
+  z1, z2 = _pair(6)
+  p1, p2 = _pair(7)
+  s = lambda x: _unit(x) @ _unit(PROTOS).T
+  q1, q2 = np_sinkhorn(s(z1), 0.05, 3), np_sinkhorn(s(z2), 0.05, 3)
+  ce = lambda q, x: -(q * _log_softmax(x / 0.1)).sum(-1).mean()
+  want = 0.5 * (ce(q1, s(p2)) + ce(q2, s(p1)))
+  sc = lambda x: swav.prototype_scores(jnp.asarray(x, jnp.float32), PROTOS)
+  got = swav.swav_loss(sc(z1), sc(z2), 0.1, 0.05, 3, sc(p1), sc(p2))
+  np.testing.assert_allclose(float(got), want, rtol=2e-5)
+
+
+def test_swav_prototypes_get_no_gradient_in_the_first_epoch():
+  config = _method_config('swav')
+  z1, z2 = (jnp.asarray(z, jnp.float32) for z in _pair(8))
+
+  def loss(prototypes, epoch):
+    out = {'z1': z1, 'z2': z2, 'p1': z1, 'p2': z2, 'epoch': epoch,
+           'params': {'prototypes': prototypes}}
+    return swav.METHOD.loss(out, config)
+
+  protos = jnp.asarray(PROTOS, jnp.float32)
+  assert config.swav.freeze_prototypes_epochs == 1.0
+  frozen = jax.grad(loss)(protos, 0.99)
+  assert np.all(np.asarray(frozen) == 0.0)
+  assert np.any(np.asarray(jax.grad(loss)(protos, 1.0)) != 0.0)
+  # The loss itself does not depend on the freeze.
+  assert float(loss(protos, 0.5)) == float(loss(protos, 1.5))
+  # Normalised inside the loss: the prototypes' scale changes nothing.
+  np.testing.assert_allclose(float(loss(3.0 * protos, 2.0)),
+                             float(loss(protos, 2.0)), rtol=1e-6)
+
+
+def test_swav_prototypes_start_as_unit_rows_and_train_after_the_freeze():
+  _, _, before, after = _step_of('swav', 8)
+  protos = np.asarray(before.params['prototypes'])
+  assert protos.shape == (12, 32)  # tiny's proj_dim
+  np.testing.assert_allclose(np.linalg.norm(protos, axis=1), 1.0, rtol=1e-5)
+  # Step 0 is in the frozen first epoch: weight decay alone moved them.
+  np.testing.assert_allclose(np.asarray(after.params['prototypes']),
+                             protos * np.asarray(after.params['prototypes'])[0, 0]
+                             / protos[0, 0], rtol=1e-5)
+  _, _, _, trained = _step_of('swav', 8,
+                              (('swav.freeze_prototypes_epochs', 0.0),))
+  moved = np.asarray(trained.params['prototypes']) - protos
+  assert not np.allclose(moved / protos, moved[0, 0] / protos[0, 0])
+
+
+def test_byol_without_momentum_targets_the_online_network_of_the_step():
+  overrides = (('byol.tau_base', 0.0), ('byol.tau_schedule', 'constant'))
+  got, want, _, after = _step_of('byol', 8, overrides)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  for x, y in zip(jax.tree.leaves(after.extra['target']),
+                  jax.tree.leaves(target.online_part(after.params))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_which_methods_take_a_predictor_and_what_swav_needs():
+  from simsiam_jax import config_check  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import errors  # pylint: disable=g-import-not-at-top
+  for name in ('simclr', 'swav'):
+    config_check.check(_method_config(name, HYBRID))  # the hybrids
+  for name in ('moco_v2', 'barlow_twins', 'vicreg'):
+    with pytest.raises(errors.ConfigError, match='has no predictor'):
+      config_check.check(_method_config(name, HYBRID))
+  with pytest.raises(errors.ConfigError, match='model.prototypes'):
+    config_check.check(_method_config('swav', (('model.prototypes', 0),)))
+  with pytest.raises(errors.ConfigError, match='tau_schedule'):
+    config_check.check(_method_config('byol', (('byol.tau_schedule', 'x'),)))

@@ -85,8 +85,33 @@ def test_sharded_over_eight_devices_equals_one():
   sharded = jax.device_put(x, parallel.data_sharded(mesh))
   on_mesh = jax.jit(spectrum.spread)(sharded)
   alone = spectrum.spread(jax.device_put(x, jax.devices()[0]))
-  for k in ('rank', 'pr'):
+  for k in ('rank', 'pr', 'corr'):
     np.testing.assert_allclose(float(on_mesh[k]), float(alone[k]), rtol=1e-5)
+
+
+def test_mean_abs_correlation_against_numpy():
+  rng = np.random.default_rng(4)
+  x = rng.standard_normal((300, 24))
+  x[:, 1] = 0.8 * x[:, 0] - 0.3 * x[:, 2] + 0.1 * x[:, 1]   # correlated
+  x[:, 5] = -x[:, 3] + 4.0                                   # anti-correlated
+  x = x.astype(np.float32)
+  corr = np.corrcoef(np.asarray(x, np.float64), rowvar=False)
+  want = np.abs(corr[~np.eye(24, dtype=bool)]).mean()
+  assert float(spectrum.mean_abs_correlation(x)) == pytest.approx(want,
+                                                                  rel=1e-4)
+
+
+def test_mean_abs_correlation_extremes():
+  rng = np.random.default_rng(5)
+  # Every column one direction (signs and scales differ): 1.
+  one = np.outer(rng.standard_normal(64), rng.standard_normal(16))
+  assert float(spectrum.mean_abs_correlation(one)) == pytest.approx(1.0,
+                                                                    abs=1e-4)
+  # Orthogonal centred columns: 0; a dead (constant) column counts as 0.
+  q = _planted(64, 16, 16)
+  q[:, 3] = 2.0
+  assert float(spectrum.mean_abs_correlation(q)) == pytest.approx(0.0,
+                                                                  abs=1e-5)
 
 
 def _steps(config, devices, batches):
@@ -167,7 +192,8 @@ def test_monitor_spread_on_one_and_eight_devices(tmp_path):
                     mon.host_features(variables, 'train')[0][:100],
                     mon.host_features(None, 'train', 'pixels')[0][:100]))
   (one, base1, feats, pixels), (eight, base8, _, _) = results
-  assert set(one) == {'feature_rank', 'feature_pr', 'z_rank', 'z_pr'}
+  assert set(one) == {'feature_rank', 'feature_pr', 'feature_corr', 'z_rank',
+                      'z_pr', 'z_corr'}
   for k in one:
     assert one[k] == pytest.approx(eight[k], rel=1e-4)
   for k in base1:
@@ -178,7 +204,8 @@ def test_monitor_spread_on_one_and_eight_devices(tmp_path):
   assert base1['feature_rank_raw_pixels'] == pytest.approx(
       _numpy_rankme(pixels), rel=1e-4)
   assert set(base1) == {f'{k}_{b}' for k in one for b in ('random_init',)} | {
-      'feature_rank_raw_pixels', 'feature_pr_raw_pixels'}
+      'feature_rank_raw_pixels', 'feature_pr_raw_pixels',
+      'feature_corr_raw_pixels'}
 
 
 def test_watch_sees_dimensional_collapse(caplog):

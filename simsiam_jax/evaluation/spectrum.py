@@ -10,7 +10,13 @@ dimensions evenly and 1 for features along one direction:
   the matrix as it is, not centred, as in the paper;
 - participation ratio: (sum lambda)^2 / sum lambda^2 over the eigenvalues
   lambda of the features' covariance (centred), which needs no
-  decomposition: (tr C)^2 / ||C||_F^2.
+  decomposition: (tr C)^2 / ||C||_F^2;
+
+and one that asks whether the directions are decorrelated (the question
+Barlow Twins and VICReg answer explicitly): the mean absolute off-diagonal
+entry of the features' correlation matrix, 0 for decorrelated features, 1
+for features that are all one direction. Constant (dead) features count as
+uncorrelated.
 
 Pure functions of arrays, usable inside a jitted step on sharded arrays.
 """
@@ -42,6 +48,20 @@ def participation_ratio(x: jax.Array) -> jax.Array:
   return trace ** 2 / jnp.maximum(jnp.sum(jnp.square(gram)), 1e-30)
 
 
+def mean_abs_correlation(x: jax.Array) -> jax.Array:
+  """Mean |corr(x_i, x_j)| over the D (D - 1) pairs i != j of features x [N, D]."""
+  x = x.astype(jnp.float32)
+  x = x - jnp.mean(x, axis=0, keepdims=True)
+  cov = x.T @ x
+  std = jnp.sqrt(jnp.diagonal(cov))
+  corr = cov / jnp.maximum(std[:, None] * std[None, :], 1e-30)
+  d = x.shape[1]
+  off = jnp.abs(corr) * (1.0 - jnp.eye(d, dtype=corr.dtype))
+  return jnp.sum(off) / max(d * (d - 1), 1)
+
+
 def spread(x: jax.Array) -> dict:
-  """{'rank': effective rank, 'pr': participation ratio} of x [N, D]."""
-  return {'rank': effective_rank(x), 'pr': participation_ratio(x)}
+  """{'rank': effective rank, 'pr': participation ratio, 'corr': mean
+  absolute off-diagonal correlation} of x [N, D]."""
+  return {'rank': effective_rank(x), 'pr': participation_ratio(x),
+          'corr': mean_abs_correlation(x)}

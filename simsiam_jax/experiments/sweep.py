@@ -30,7 +30,8 @@ FLAGS = flags.FLAGS
 
 COLUMNS = (('knn_top1', 'kNN %', 100), ('feature_rank', 'feat. rank', 1),
            ('feature_pr', 'feat. PR', 1), ('z_rank', 'z rank', 1),
-           ('z_pr', 'z PR', 1), ('batch_z_rank', 'batch z rank', 1),
+           ('z_pr', 'z PR', 1), ('z_corr', 'z mean abs corr', 1),
+           ('batch_z_rank', 'batch z rank', 1),
            ('probe_top1', 'probe %', 100), ('wall_s', 'wall s', 1),
            ('images_per_sec', 'img/s', 1))
 BASELINES = ('raw_pixels', 'random_init')

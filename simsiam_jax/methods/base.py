@@ -17,8 +17,12 @@ class Method:
     name: its `config.method`.
     loss: (outputs, config) -> scalar, outputs = {'z1', 'z2', 'p1', 'p2'}
       of the global batch (p = z without a predictor); with `target`, also
-      the target network's projections 't1', 't2'; and 'extra', the state.
+      the target network's projections 't1', 't2'; 'extra', the state;
+      'params', the online parameters (SwAV's prototypes live there); and
+      'epoch', the (fractional) epoch of the step.
     predictor: whether its online branch ends in the predictor MLP.
+    hybrid_predictor: whether a method without one may add it (the paper's
+      Section 6 hybrids: its loss then reads p where it read z).
     target: whether it has a momentum target network (`extra['target']`:
       the backbone and projector, an EMA of the online ones).
     init_extra: None, or (config) -> ((params, rng) -> extra state).
@@ -30,6 +34,7 @@ class Method:
   name: str
   loss: Callable
   predictor: bool = True
+  hybrid_predictor: bool = False
   target: bool = False
   init_extra: Callable | None = None
   next_extra: Callable = _no_extra

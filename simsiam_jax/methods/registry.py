@@ -10,9 +10,10 @@ def _methods() -> dict:
   from simsiam_jax.methods import moco
   from simsiam_jax.methods import simclr
   from simsiam_jax.methods import simsiam
+  from simsiam_jax.methods import swav
   from simsiam_jax.methods import vicreg
   return {m.name: m for m in (simsiam.METHOD, simclr.METHOD, moco.METHOD,
-                              byol.METHOD, barlow_twins.METHOD,
+                              byol.METHOD, swav.METHOD, barlow_twins.METHOD,
                               vicreg.METHOD)}
 
 

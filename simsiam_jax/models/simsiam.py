@@ -4,6 +4,7 @@ import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -29,6 +30,10 @@ class SimSiam(nn.Module):
       update, see optim.create_optimizer).
     head_bn: BN placement in the MLPs (see heads.py).
     head_init: the MLPs' Dense initialisation, 'torch' (official) or 'flax'.
+    prototypes: SwAV's number of prototypes (0: none): a [prototypes,
+      proj_dim] parameter 'prototypes' with unit rows at initialisation
+      (SwAV's nn.Linear, normalised before its first use). The network's
+      outputs do not use it; SwAV's loss reads it (methods/swav.py).
   """
   backbone: resnet.ResNet
   proj_layers: int = 3
@@ -41,6 +46,7 @@ class SimSiam(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   bn_momentum: float = 0.9
+  prototypes: int = 0
 
   def setup(self):
     if self.predictor_kind not in PREDICTORS:
@@ -56,6 +62,10 @@ class SimSiam(nn.Module):
       self.predictor = heads.predictor(
           self.pred_hidden_dim, self.proj_dim, self.head_bn, norm, self.dtype,
           self.param_dtype, self.head_init)
+    if self.prototypes > 0:
+      self.prototype_vectors = self.param(
+          'prototypes', _unit_rows, (self.prototypes, self.proj_dim),
+          self.param_dtype)
 
   def features(self, x, train: bool = False):
     """Pooled backbone features [B, D] of images [B, H, W, C]."""
@@ -78,14 +88,23 @@ class SimSiam(nn.Module):
     """Two views [B, H, W, C] -> (z1, z2, p1, p2), each [B, proj_dim]."""
     z1, p1 = self.embed(x1, train)
     z2, p2 = self.embed(x2, train)
+    if self.prototypes > 0:
+      _ = self.prototype_vectors  # created at init, read by SwAV's loss
     return z1, z2, p1, p2
+
+
+def _unit_rows(key, shape, dtype):
+  """nn.Linear's uniform draw, each row scaled to unit norm."""
+  bound = 1.0 / shape[1] ** 0.5
+  w = jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+  return (w / jnp.linalg.norm(w, axis=1, keepdims=True)).astype(dtype)
 
 
 # Model fields added after runs were saved without them, with the value
 # that builds the network those runs built: a saved config that lacks one
 # builds with this value, and its checkpoint matches a run that sets it.
 FIELDS_ADDED_LATER = {'stage_widths': (), 'conv_impl': 'auto',
-                      'head_init': 'flax'}
+                      'head_init': 'flax', 'prototypes': 0}
 
 
 def create_model(model_config: ml_collections.ConfigDict) -> SimSiam:
@@ -112,5 +131,6 @@ def create_model(model_config: ml_collections.ConfigDict) -> SimSiam:
       predictor_kind=model_config.predictor,
       head_bn=model_config.head_bn,
       head_init=later['head_init'],
+      prototypes=later['prototypes'],
       dtype=dtype, param_dtype=param_dtype)
 
