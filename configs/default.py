@@ -11,7 +11,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.mode = 'pretrain'              # 'pretrain', 'knn_eval', 'linear' (frozen probe), 'finetune'
+  c.mode = 'pretrain'              # 'pretrain', 'knn_eval', 'linear' (frozen probe), 'finetune', 'fast_probe', 'prepare' (the data only)
   c.seed = 0                       # root of every PRNG key and data order
   c.batch_size = 512               # GLOBAL batch, over all devices and hosts
   c.num_epochs = 100.0             # run length in epochs (ignored if num_train_steps > 0)
@@ -137,6 +137,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.data_dir = ''             # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets)
   c.data.manual_dir = ''           # files for manual-download datasets (imagenet2012)
   c.data.allow_download = False    # let TFDS download (only tried if the network answers)
+  c.data.prepare_wait_s = 43200    # other processes wait this long for process 0 to prepare the data
   c.data.train_split = 'train'     # split to pretrain on
   c.data.eval_split = 'test'       # split the kNN monitor / probe evaluates on
   c.data.image_size = 224          # training crop size

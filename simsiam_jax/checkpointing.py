@@ -71,6 +71,7 @@ def _state_items(state) -> dict:
 
 
 DIGESTS_SUFFIX = '.digests.json'
+WINDOW_SUFFIX = '.window.json'
 
 
 def array_digests(state) -> dict:
@@ -87,8 +88,7 @@ FIELDS_ADDED_LATER = {f'model.{k}': v
                       for k, v in simsiam.FIELDS_ADDED_LATER.items()}
 
 
-# Fields that set only the initial values: a restored state replaces them.
-INIT_ONLY = ('model.head_init',)
+INIT_ONLY = workdir_lib.INIT_ONLY
 
 
 def config_mismatches(saved: dict, config: ml_collections.ConfigDict) -> list:
@@ -178,24 +178,81 @@ class Checkpointer:
 
   def _write_digests(self, step: int, digests: dict):
     workdir_lib.write_atomic(self._digests_path(step), json.dumps(digests))
+    self._drop_rotated(step, DIGESTS_SUFFIX)
+
+  def _drop_rotated(self, step: int, suffix: str):
+    """Removes the STEP`suffix` files of checkpoints rotated away."""
     keep = set(self.manager.all_steps()) | {step}
-    for p in epath.Path(self.directory).glob(f'*{DIGESTS_SUFFIX}'):
-      name = p.name[:-len(DIGESTS_SUFFIX)]
+    for p in epath.Path(self.directory).glob(f'*{suffix}'):
+      name = p.name[:-len(suffix)]
       if name.isdigit() and int(name) not in keep:
         p.unlink()
+
+  def save_window(self, step: int, window: list):
+    """The metrics of the log window open at `step`, beside its checkpoint.
+
+    A run resumed from `step` finishes that window with them, so its
+    metrics.jsonl and summary.json equal an uninterrupted run's (process 0's
+    job; a no-op for an empty window).
+    """
+    if jax.process_index() != 0 or self.read_only or not window:
+      return
+    rows = [{k: float(v) for k, v in m.items()}
+            for m in parallel.to_host(window)]
+    workdir_lib.write_atomic(epath.Path(self.directory) /
+                             f'{step}{WINDOW_SUFFIX}', json.dumps(rows))
+    self._drop_rotated(step, WINDOW_SUFFIX)
+
+  def read_window(self, step: int) -> list:
+    """`save_window`'s metrics of `step` as float32 scalars; [] if none."""
+    path = epath.Path(self.directory) / f'{step}{WINDOW_SUFFIX}'
+    if not path.exists():
+      return []
+    try:
+      rows = json.loads(path.read_text())
+      window = [{k: np.float32(v) for k, v in r.items()} for r in rows]
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+      logging.warning('%s is unreadable (%s): the first log window after '
+                      'this resume averages fewer steps.', path, e)
+      return []
+    return window
 
   def _check_digests(self, step: int, state):
     """Raises CorruptCheckpoint if `state` differs from what was saved at `step`."""
     path = self._digests_path(step)
     if not path.exists():  # saved before digests were written
       return
-    want = json.loads(path.read_text())
     got = array_digests(state)
+    try:
+      want = json.loads(path.read_text())
+      if not isinstance(want, dict) or not all(
+          isinstance(v, str) for v in want.values()):
+        raise ValueError('not a JSON object of SHA-256 strings')
+    except (OSError, ValueError) as e:
+      self._replace_digests(step, path, got, e)
+      return
     bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
     if bad:
       raise CorruptCheckpoint(
           f'{len(bad)} arrays differ from their saved SHA-256, e.g. '
           f'{", ".join(bad[:3])}')
+
+  def _replace_digests(self, step: int, path, digests: dict, error):
+    """An unreadable digest file: moved aside, written again from `digests`.
+
+    The checkpoint itself restored; without its saved digests it cannot be
+    verified, so it is taken as it is (Orbax's own checks passed).
+    """
+    first = str(error).splitlines()[0][:200] if str(error) else ''
+    logging.warning('The digests of the checkpoint of step %d are unreadable '
+                    '(%s: %s): the checkpoint is used unverified and its '
+                    'digests are written again.', step,
+                    type(error).__name__, first)
+    if self.read_only or jax.process_index() != 0:
+      return
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    path.rename(path.parent / f'{path.name}.corrupt-{stamp}')
+    self._write_digests(step, digests)
 
   def _quarantine(self, steps: list):
     """Moves unreadable checkpoints aside, so their steps can be saved again."""
@@ -360,6 +417,10 @@ class PreemptionWatcher:
     del signum, frame
     logging.warning('SIGTERM: saving a checkpoint after this step, then exiting.')
     self._flag.set()
+
+  def signalled(self) -> bool:
+    """Whether SIGTERM came (single process), stopped for or not yet."""
+    return self._flag.is_set()
 
   def should_stop(self, step: int, checkpointer: Checkpointer) -> bool:
     return self._flag.is_set() or checkpointer.reached_preemption(step)

@@ -204,7 +204,9 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
   check_params = ParamCheck(state, config.checkpoint.max_param_norm_growth,
                             ckpt)
   progress = Progress(num_train_steps, config.batch_size)
-  window, window_start = [], start_step
+  # Resumed inside a log window: its steps before the checkpoint.
+  window = ckpt.read_window(start_step) if start_step else []
+  window_start = start_step - len(window)
   last = {}
   try:
     for step in range(start_step, num_train_steps):
@@ -232,6 +234,7 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
         _check_finite([m['loss'] for m in window], window_start + 1, ckpt)
         check_params(state, step + 1)
         ckpt.save(step + 1, state, force=True)
+        ckpt.save_window(step + 1, window)
         if after_save:
           after_save(step + 1)
       if stop:
@@ -243,8 +246,15 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
           at_epoch_end(step + 1, (step + 1) // steps_per_epoch, state)):
         progress.pause_done(step + 1)
   finally:
+    signalled = watcher.signalled()
     watcher.close()
     ckpt.wait()
+  if signalled:
+    # SIGTERM after the last step's check: its save is complete (waited
+    # for above); the rerun does what is left (the final evaluation).
+    raise checkpointing.Preempted(
+        f'Preempted after the last step: saved step {parallel.step_of(state)} '
+        f'in {ckpt.directory}; run the same command to finish.')
   return state, last, progress
 
 

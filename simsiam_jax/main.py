@@ -36,6 +36,7 @@ from simsiam_jax import pretrained
 from simsiam_jax import train
 from simsiam_jax import workdir as workdir_lib
 from simsiam_jax.data import errors as data_errors
+from simsiam_jax.data import prepare
 from simsiam_jax.evaluation import collapse
 from simsiam_jax.evaluation import probe
 
@@ -51,7 +52,7 @@ flags.DEFINE_bool('library_logs', False, 'Also show the INFO lines of the '
                   'libraries (Orbax, clu, TFDS) and the tracebacks of their '
                   'file system errors; by default only their warnings and '
                   'errors are shown.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['config'])
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -119,7 +120,8 @@ MODES = {'pretrain': train.train_and_evaluate,
          'knn_eval': pretrained.knn_eval,
          'linear': classify.train_and_evaluate,
          'finetune': classify.train_and_evaluate,
-         'fast_probe': probe.evaluate_checkpoint}
+         'fast_probe': probe.evaluate_checkpoint,
+         'prepare': prepare.run}
 # Errors a user can fix: one clear line and exit code 2, no traceback.
 USER_ERRORS = (errors.ConfigError, checkpointing.ConfigMismatch,
                data_errors.DatasetNotReady, data_errors.ResidentDataError,
@@ -150,6 +152,10 @@ def main(argv):
       if config.mode not in MODES:
         raise errors.ConfigError(f'config.mode must be one of '
                                  f'{sorted(MODES)}, got {config.mode!r}.')
+      if not FLAGS.workdir and config.mode != 'prepare':
+        raise errors.ConfigError(
+            f'--workdir is required (mode {config.mode!r}); only '
+            '--config.mode=prepare runs without one.')
       config_check.check(config)
       # After the checks, so that a config error is the last line shown.
       logging.info('Config:\n%s', config)

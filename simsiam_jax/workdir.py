@@ -34,6 +34,10 @@ SAFE_TO_CHANGE = ('log_every_steps', 'checkpoint_every_steps',
                   'data.manual_dir', 'data.num_workers', 'data.cache')
 # Fields a resumed run may raise (the run goes on for longer).
 MAY_GROW = ('num_train_steps', 'num_epochs')
+# Model fields that set only the initial values: a restored state replaces
+# them. Every other model field decides the checkpoint's arrays: a change
+# cannot resume, whatever the resume policy.
+INIT_ONLY = ('model.head_init',)
 
 
 class WorkdirError(OSError):
@@ -221,14 +225,22 @@ def prepare(workdir: str, config) -> int:
     path.mkdir(parents=True, exist_ok=True)
     run_id = claim(workdir)
     event, refused, accepted = 'start', [], []
+    corrupt = None
     if _has_run(path):
       event = 'resume'
-      saved = json.loads((path / CONFIG_FILE).read_text())
+      saved, corrupt = saved_config(path)
       refused, accepted = config_changes(saved, json.loads(text))
     policy = config.get('resume_policy', 'refuse')
     if policy not in RESUME_POLICIES:
       raise ResumeRefused(f'resume_policy must be one of {RESUME_POLICIES}, '
                           f'got {policy!r}.')
+    model = [line for line in refused if line.startswith('model.') and
+             line.split(':')[0] not in INIT_ONLY]
+    if model:
+      raise ResumeRefused(
+          f'{workdir} holds checkpoints of another model: ' + '; '.join(model)
+          + '. No resume policy can restore them: use a new --workdir or '
+          'the saved model settings (config.json there). Nothing was written.')
     if refused and policy != 'allow_changes':
       raise ResumeRefused(
           f'{workdir} holds a run of another config: ' + '; '.join(refused)
@@ -240,6 +252,8 @@ def prepare(workdir: str, config) -> int:
     _append(path / HISTORY_FILE, json.dumps(
         {'time': _now(), 'event': event, 'pid': os.getpid(), 'policy': policy,
          'changed': accepted + refused}))
+    if corrupt:
+      (path / CONFIG_FILE).rename(path / f'{CONFIG_FILE}.corrupt-{_stamp()}')
     write_atomic(path / CONFIG_FILE, text)
     return run_id
   except OSError as e:
@@ -247,6 +261,49 @@ def prepare(workdir: str, config) -> int:
       raise
     raise WorkdirError(f'Cannot write to workdir {workdir!r} ({e}). Pass a '
                        'writable --workdir with free space.') from e
+
+
+def _stamp() -> str:
+  return datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+
+
+def _read_json_dict(path: epath.Path) -> dict:
+  value = json.loads(path.read_text())
+  if not isinstance(value, dict) or not value:
+    raise ValueError(f'not a JSON object: {type(value).__name__}')
+  return value
+
+
+def saved_config(path: epath.Path) -> tuple[dict, bool]:
+  """(the config a run saved, whether config.json was unreadable).
+
+  config.json, or when it is unreadable (truncated, corrupt) the config the
+  newest readable checkpoint holds (STEP/config/metadata, Orbax's JSON).
+
+  Raises:
+    WorkdirError: neither can be read.
+  """
+  try:
+    return _read_json_dict(path / CONFIG_FILE), False
+  except (OSError, ValueError) as e:
+    problem = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
+  steps = sorted((int(p.name) for p in (path / CHECKPOINT_DIR).iterdir()
+                  if p.name.isdigit()), reverse=True)
+  for step in steps:
+    try:
+      saved = _read_json_dict(path / CHECKPOINT_DIR / str(step) / 'config' /
+                              'metadata')
+    except (OSError, ValueError):
+      continue
+    logging.warning('%s is unreadable (%s): the run\'s config is taken from '
+                    'its checkpoint of step %d, and config.json is moved '
+                    'aside when this start is accepted.',
+                    path / CONFIG_FILE, problem, step)
+    return saved, True
+  raise WorkdirError(
+      f'{path / CONFIG_FILE} is unreadable ({problem}) and no checkpoint '
+      'holds a readable config: restore config.json, or move the '
+      'checkpoints away to start afresh.')
 
 
 def read_summary(workdir: str) -> dict | None:

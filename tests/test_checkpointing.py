@@ -1,5 +1,6 @@
 """Checkpoints: exact resume after SIGTERM, kills during saves, bad checkpoints."""
 
+import json
 import os
 import shutil
 import signal
@@ -353,3 +354,80 @@ def test_sigterm_before_the_first_step_is_a_preemption(tmp_path):
   assert 'SIGTERM during start-up' in out
   assert 'Traceback' not in out
   assert 'First step' not in out
+
+
+@pytest.mark.parametrize('content', ['{"params/backbone', '[]', ''])
+def test_an_unreadable_digest_file_is_replaced_not_fatal(interrupted,
+                                                         tmp_path, content,
+                                                         caplog):
+  workdir = tmp_path / 'run'
+  shutil.copytree(interrupted[0], workdir)
+  (good,) = _steps(workdir)
+  digests = workdir / 'checkpoints' / f'{good}.digests.json'
+  want = json.loads(digests.read_text())
+  digests.write_text(content)  # truncated, implausible, empty
+  with caplog.at_level('WARNING'):
+    state = _restore(workdir)
+  assert int(state.step) == good
+  assert f'digests of the checkpoint of step {good} are unreadable' in (
+      caplog.text)
+  # Moved aside, and written again from the restored arrays: the same.
+  assert json.loads(digests.read_text()) == want
+  (aside,) = (workdir / 'checkpoints').glob(f'{good}.digests.json.corrupt-*')
+  assert aside.read_text() == content
+
+
+def test_a_truncated_config_json_resumes_from_the_checkpoint_config(
+    interrupted, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(interrupted[0], workdir)
+  text = (workdir / 'config.json').read_text()
+  (workdir / 'config.json').write_text(text[:len(text) // 2])
+  # Another model is still refused (the checkpoint's config says so), and
+  # nothing is written.
+  proc = _start(workdir, extra=['--config.model.width=16'])
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 2, out[-3000:]
+  assert 'model.width: saved 8, now 16' in out.splitlines()[-1]
+  assert (workdir / 'config.json').read_text() == text[:len(text) // 2]
+  # The run's own config resumes it; the truncated file is kept aside.
+  code, out = _run(workdir)
+  assert code == 0, out[-3000:]
+  assert 'config.json is unreadable' in out
+  assert json.loads((workdir / 'config.json').read_text())['model'][
+      'width'] == 8
+  (aside,) = workdir.glob('config.json.corrupt-*')
+  assert aside.read_text() == text[:len(text) // 2]
+
+
+def test_config_json_and_every_checkpoint_config_unreadable_is_one_line(
+    interrupted, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(interrupted[0], workdir)
+  (workdir / 'config.json').write_text('{')
+  for meta in (workdir / 'checkpoints').glob('*/config/metadata'):
+    meta.write_text('')
+  proc = _start(workdir)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 2, out[-3000:]
+  last = out.strip().splitlines()[-1]
+  assert 'config.json is unreadable' in last
+  assert 'restore config.json, or move the checkpoints away' in last
+  assert (workdir / 'config.json').read_text() == '{'
+
+
+def test_a_model_change_is_refused_under_allow_changes_and_writes_nothing(
+    interrupted, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(interrupted[0], workdir)
+  files = lambda: {p.name: p.read_bytes() for p in workdir.iterdir()
+                   if p.is_file() and p.name != '.lock'}  # the lock: who holds it
+  before = files()
+  proc = _start(workdir, extra=['--config.model.width=16',
+                                '--config.resume_policy=allow_changes'])
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 2, out[-3000:]
+  last = out.strip().splitlines()[-1]
+  assert 'holds checkpoints of another model: model.width: saved 8, now 16' in last
+  assert 'Nothing was written' in last
+  assert files() == before  # config.json and config_history.jsonl untouched

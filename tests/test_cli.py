@@ -199,6 +199,10 @@ def test_closed_event_loop_reports_are_dropped_and_nothing_else():
      "Unknown dataset 'no_such_set'"),
     (['stray'], 'Unexpected arguments: stray'),
     (['--config=configs/no_such.py'], 'no file'),
+    (['--workdir='], "--workdir is required (mode 'pretrain')"),
+    (['--config.method=swav', '--config.model.predictor=none'],
+     "method 'swav' needs prototypes: add --config.model.prototypes=K"),
+    (['--config.method=moco_v2'], "method 'moco_v2' has no predictor"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
   result = _run('--config=configs/tiny.py', f'--workdir={tmp_path}/run', *args,

@@ -349,3 +349,67 @@ def test_a_reader_takes_the_next_checkpoint_when_its_pick_rotates_away(
                       restore_after_rotation)
   loaded = backbone_lib.load_backbone(str(copy))
   assert rotated == [4] and loaded.step == 2
+
+
+def test_sigterm_after_the_last_step_check_is_a_preemption(tmp_path,
+                                                           monkeypatch):
+  """Once logged and then ignored: now exit 75 after the last save."""
+  from simsiam_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip('signal handlers need the main thread')
+  config = tiny.get_config()
+  config.num_train_steps = 4
+  config.log_every_steps = 2
+  config.knn.every_epochs = 0
+  config.knn.baselines = False
+  real_save = checkpointing.Checkpointer.save
+
+  def save_then_sigterm(self, step, state, force=False):
+    saved = real_save(self, step, state, force=force)
+    if step == 4:  # the last step: its stop check has passed
+      os.kill(os.getpid(), signal.SIGTERM)
+    return saved
+
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', save_then_sigterm)
+  with pytest.raises(checkpointing.Preempted,
+                     match='after the last step: saved step 4'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / workdir_lib.SUMMARY_FILE).exists()
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', real_save)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['step'] == 4 and 0 <= summary['knn_top1'] <= 1
+
+
+def test_a_run_resumed_inside_a_log_window_records_what_a_straight_one_does(
+    tmp_path):
+  """The window's steps before the checkpoint are kept beside it."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import metrics_io  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.num_train_steps = 8
+  config.log_every_steps = 4
+  config.checkpoint_every_steps = 2
+  config.knn.baselines = False
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  train.train_and_evaluate(config, str(straight))
+  assert (straight / 'checkpoints' / '6.window.json').exists()
+  assert not (straight / 'checkpoints' / '8.window.json').exists()
+  # Stopped after its save at step 6, in the middle of the window 5-8.
+  shutil.copytree(straight, resumed)
+  shutil.rmtree(resumed / 'checkpoints' / '8')
+  (resumed / 'checkpoints' / '8.digests.json').unlink()
+  (resumed / 'summary.json').unlink()
+  train.train_and_evaluate(config, str(resumed))
+
+  def records(workdir):
+    rows = [r for r in metrics_io.read_metrics(str(workdir)) if 'loss' in r]
+    return [(r['step'], r['loss'], r['grad_norm'], r['collapse_std'])
+            for r in rows]
+  assert [r[0] for r in records(resumed)] == [4, 8]
+  assert records(resumed) == records(straight)
+  a, b = (json.loads((d / 'summary.json').read_text())
+          for d in (straight, resumed))
+  for k in ('loss', 'grad_norm', 'collapse_std', 'step'):
+    assert a[k] == b[k], k

@@ -77,6 +77,12 @@ def _write_npz_cache(config, split: str, path: str):
         'TensorFlow (any run with data.resident=True does), then copy it.'
     ) from e
   builder = tfds_pipeline.get_builder(config.data)
+  shape = tuple(builder.info.features['image'].shape)
+  if None in shape:
+    # TFDS would pad every image to the largest one with zeros.
+    raise errors.ResidentDataError(
+        f'data.resident needs images of one size; {builder.name} has images '
+        f'of shape {shape} (None: varies): set --config.data.resident=False.')
   data = tfds_pipeline.tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + '.tmp.npz'

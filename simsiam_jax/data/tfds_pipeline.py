@@ -20,6 +20,7 @@ from simsiam_jax.data import augment
 from simsiam_jax.data import errors
 from simsiam_jax.data import fashion_mnist
 from simsiam_jax.data import idx_files
+from simsiam_jax.data import prepare
 from simsiam_jax.data import spec
 
 # TF must not grab the accelerators JAX uses.
@@ -40,24 +41,26 @@ def get_builder(dc: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The TFDS builder of `dc.dataset`, prepared, or a fast and clear error.
 
   Our offline builders prepare themselves from local files once. Datasets
-  with manual downloads (imagenet2012) prepare from `dc.manual_dir`. Others
-  download only if `dc.allow_download` and the network answers within
-  seconds; TFDS would otherwise retry for minutes.
+  with manual downloads (imagenet2012) prepare from `dc.manual_dir`, after
+  their files are checked. Others download only if `dc.allow_download` and
+  the network answers within seconds; TFDS would otherwise retry for
+  minutes. One process prepares, the others wait (prepare.py); a prepared
+  dataset must have the config's splits.
   """
   data_dir = dc.data_dir or None
-  if dc.dataset in OURS:
-    builder = OURS[dc.dataset](data_dir=data_dir)
-  else:
+
+  def make_builder():
+    if dc.dataset in OURS:
+      return OURS[dc.dataset](data_dir=data_dir)
     try:
-      builder = tfds.builder(dc.dataset, data_dir=data_dir)
+      return tfds.builder(dc.dataset, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
       raise errors.DataConfigError(
           f'Unknown dataset {dc.dataset!r}: not a TFDS name nor one of ours '
           f'({sorted(OURS)}).') from e
-  if builder.is_prepared():
-    return builder
-  _prepare(builder, dc)
-  return builder
+
+  return prepare.prepare_once(make_builder,
+                              lambda builder: _prepare(builder, dc), dc)
 
 
 def _prepare(builder, dc):
@@ -78,7 +81,8 @@ def _prepare(builder, dc):
       raise errors.DatasetNotReady(
           f'{name} needs a manual download: set --config.data.manual_dir to '
           f'the folder with its files. TFDS says: '
-          f'{builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}')
+          f'{" ".join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())}')
+    prepare.check_manual_files(name, manual_dir)
   elif not dc.allow_download or not _online():
     raise errors.DatasetNotReady(
         f'{name} is not prepared in {where} and cannot be downloaded here '
