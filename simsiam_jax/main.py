@@ -36,7 +36,7 @@ from simsiam_jax import pretrained
 from simsiam_jax import train
 from simsiam_jax import workdir as workdir_lib
 from simsiam_jax.data import errors as data_errors
-from simsiam_jax.data import prepare
+from simsiam_jax.data import sources
 from simsiam_jax.evaluation import collapse
 from simsiam_jax.evaluation import probe
 
@@ -121,7 +121,7 @@ MODES = {'pretrain': train.train_and_evaluate,
          'linear': classify.train_and_evaluate,
          'finetune': classify.train_and_evaluate,
          'fast_probe': probe.evaluate_checkpoint,
-         'prepare': prepare.run}
+         'prepare': sources.prepare_mode}
 # Errors a user can fix: one clear line and exit code 2, no traceback.
 USER_ERRORS = (errors.ConfigError, checkpointing.ConfigMismatch,
                data_errors.DatasetNotReady, data_errors.ResidentDataError,

@@ -170,3 +170,58 @@ def test_split_names_are_the_base_names():
   c = tiny.get_config().data
   c.train_split, c.eval_split = 'train[:10%]', 'validation[50%:]+train[:1]'
   assert prepare.split_names(c) == ['train', 'validation']
+
+
+# What the README's commands need to run here in seconds: small sizes only.
+SMALL = {
+    'pretrain': ['--config.batch_size=16', '--config.num_train_steps=2',
+                 '--config.log_every_steps=1', '--config.data.image_size=32',
+                 '--config.model.depth=18', '--config.model.width=8',
+                 '--config.model.proj_hidden_dim=32',
+                 '--config.model.proj_dim=32', '--config.model.pred_hidden_dim=8',
+                 '--config.eval.batch_size=8', '--config.knn.k=5',
+                 '--config.knn.baselines=False', '--config.data.shuffle_buffer=32',
+                 '--config.model.dtype=float32'],
+    'linear': ['--config.batch_size=16', '--config.num_train_steps=2',
+               '--config.log_every_steps=1', '--config.data.image_size=32',
+               '--config.eval.batch_size=8', '--config.data.shuffle_buffer=32'],
+    'prepare': [],
+}
+
+
+def readme_imagenet_commands() -> list[str]:
+  """The README's ImageNet commands, continuation lines joined."""
+  with open(os.path.join(REPO_ROOT, 'README.md')) as f:
+    text = f.read()
+  block = text.split('<!-- imagenet-commands')[1].split('```bash\n')[1]
+  block = block.split('```')[0].replace('\\\n', ' ')
+  return [' '.join(line.split()) for line in block.splitlines()
+          if line.startswith('python ')]
+
+
+@pytest.mark.slow
+def test_the_readme_imagenet_commands_run(tmp_path):
+  manual = tmp_path / 'manual'
+  imagenet_files.write(manual)
+  commands = readme_imagenet_commands()
+  assert len(commands) == 3
+  for command in commands:
+    kind = ('prepare' if 'mode=prepare' in command else
+            'linear' if 'linear' in command else 'pretrain')
+    command = (command.replace('/data/imagenet', str(manual))
+               .replace('/shared/tfds', str(tmp_path / 'tfds'))
+               .replace('/shared/runs', str(tmp_path / 'runs')))
+    args = command.split()[1:] + SMALL[kind]
+    done = subprocess.run([sys.executable, *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (command, done.stderr[-3000:])
+  assert _prepared_versions(tmp_path) == ['5.1.0']
+  summary = (tmp_path / 'runs' / 'r50_linear' / 'summary.json').read_text()
+  assert 'linear_top1' in summary
+
+
+def test_the_launch_readme_prepares_with_the_tested_command():
+  with open(os.path.join(REPO_ROOT, 'launch', 'README.md')) as f:
+    block = f.read().split('```bash\n')[1].split('```')[0]
+  command = ' '.join(block.replace('\\\n', ' ').split())
+  assert command == readme_imagenet_commands()[0]

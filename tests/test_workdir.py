@@ -205,11 +205,8 @@ def test_export_reads_without_touching_the_workdir(finished_run):
   assert _snapshot(workdir) == before
 
 
-def test_sigterm_in_the_final_evaluation_is_a_preemption(tmp_path,
-                                                         monkeypatch):
-  from simsiam_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from simsiam_jax.evaluation import monitor  # pylint: disable=g-import-not-at-top
-  import signal  # pylint: disable=g-import-not-at-top
+def _four_steps_signalled():
+  """tiny for 4 steps, kNN at the end only; skips where no handler can go."""
   import threading  # pylint: disable=g-import-not-at-top
   if threading.current_thread() is not threading.main_thread():
     pytest.skip('signal handlers need the main thread')
@@ -218,6 +215,15 @@ def test_sigterm_in_the_final_evaluation_is_a_preemption(tmp_path,
   config.log_every_steps = 2
   config.knn.every_epochs = 0  # kNN at the end only
   config.knn.baselines = False
+  return config
+
+
+def test_sigterm_in_the_final_evaluation_is_a_preemption(tmp_path,
+                                                         monkeypatch):
+  from simsiam_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from simsiam_jax.evaluation import monitor  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  config = _four_steps_signalled()
 
   def sigterm_then_score(self, state):
     del self, state
@@ -356,14 +362,7 @@ def test_sigterm_after_the_last_step_check_is_a_preemption(tmp_path,
   """Once logged and then ignored: now exit 75 after the last save."""
   from simsiam_jax import checkpointing  # pylint: disable=g-import-not-at-top
   import signal  # pylint: disable=g-import-not-at-top
-  import threading  # pylint: disable=g-import-not-at-top
-  if threading.current_thread() is not threading.main_thread():
-    pytest.skip('signal handlers need the main thread')
-  config = tiny.get_config()
-  config.num_train_steps = 4
-  config.log_every_steps = 2
-  config.knn.every_epochs = 0
-  config.knn.baselines = False
+  config = _four_steps_signalled()
   real_save = checkpointing.Checkpointer.save
 
   def save_then_sigterm(self, step, state, force=False):

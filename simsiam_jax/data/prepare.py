@@ -10,8 +10,9 @@
   result (`data.prepare_wait_s` at most), polling the shared `data_dir`; a
   failure on process 0 is written beside the dataset, and every waiting
   process stops with its line.
-- `config.mode='prepare'` (`run`) prepares and exits: the way to prepare
-  once for a pod or a cluster, on one host, into the shared data_dir.
+- `config.mode='prepare'` (`sources.prepare_mode`) prepares and exits: the
+  way to prepare once for a pod or a cluster, on one host, into the shared
+  data_dir.
 """
 
 import os
@@ -101,8 +102,12 @@ def prepare_once(make_builder, prepare, dc: ml_collections.ConfigDict):
       raise
     builder = make_builder()
     check_splits(builder, dc)
-    return builder
-  return _wait(make_builder, marker, dc)
+  else:
+    builder = _wait(make_builder, marker, dc)
+  # Leave together: the first collectives after this (CPU's gloo among
+  # them) give up on a process that comes more than 30 s after another.
+  multihost_utils.sync_global_devices('simsiam_jax prepared ' + builder.name)
+  return builder
 
 
 def _write_failure(marker: str, e: BaseException):
@@ -139,15 +144,3 @@ def _wait(make_builder, marker: str, dc: ml_collections.ConfigDict):
           f'data.prepare_wait_s={wait_s}: every process must see the same '
           'data_dir; prepare it first with --config.mode=prepare on one host.')
     time.sleep(POLL_S)
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """`config.mode='prepare'`: prepares the config's dataset, then exits."""
-  del workdir
-  from simsiam_jax.data import tfds_pipeline  # pylint: disable=g-import-not-at-top
-  builder = tfds_pipeline.get_builder(config.data)
-  splits = {k: v.num_examples for k, v in builder.info.splits.items()}
-  logging.info('%s is prepared in %s: %s.', builder.name, builder.data_dir,
-               splits)
-  return {'dataset': builder.name, 'data_dir': os.fspath(builder.data_dir),
-          'splits': splits}

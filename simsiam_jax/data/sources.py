@@ -16,8 +16,10 @@ evaluations the same way.
 import dataclasses
 import functools
 import math
+import os
 from typing import Callable, Iterator
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -100,6 +102,17 @@ def describe(config: ml_collections.ConfigDict) -> tuple[int, tuple[int, int, in
   pipeline = _pipeline()
   builder = pipeline.get_builder(dc)
   return pipeline.num_examples(builder, dc.train_split), shape
+
+
+def prepare_mode(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """`config.mode='prepare'`: prepares the config's TFDS dataset, then exits."""
+  del workdir
+  builder = _pipeline().get_builder(config.data)
+  splits = {k: v.num_examples for k, v in builder.info.splits.items()}
+  logging.info('%s is prepared in %s: %s.', builder.name, builder.data_dir,
+               splits)
+  return {'dataset': builder.name, 'data_dir': os.fspath(builder.data_dir),
+          'splits': splits}
 
 
 def num_classes(config: ml_collections.ConfigDict) -> int:
