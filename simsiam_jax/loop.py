@@ -211,6 +211,8 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
   try:
     for step in range(start_step, num_train_steps):
       batch = parallel.host_to_global(next(train_iter), mesh)
+      if step == start_step:
+        _compile_together(step_fn, state, batch)
       state, metrics = step_fn(state, batch)
       window.append(metrics)
       if step == start_step:
@@ -256,6 +258,19 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
         f'Preempted after the last step: saved step {parallel.step_of(state)} '
         f'in {ckpt.directory}; run the same command to finish.')
   return state, last, progress
+
+
+def _compile_together(step_fn, state, batch):
+  """With several processes: compile the step, then start it together.
+
+  Compile times differ between hosts; the first step's collectives (CPU's
+  gloo) give up on a process that comes 30 s late. The jit cache keeps the
+  executable for the step's own call.
+  """
+  if jax.process_count() == 1 or not hasattr(step_fn, 'lower'):
+    return
+  step_fn.lower(state, batch).compile()
+  parallel.barrier(f'simsiam_jax first step {parallel.step_of(state)}')
 
 
 def already_finished(workdir: str, state, num_train_steps: int):

@@ -92,6 +92,24 @@ def _cluster_detected() -> str:
   return ''
 
 
+def barrier(name: str, timeout_s: float = 3600.0):
+  """Every process waits here for the others (a no-op with one process).
+
+  The coordination service's barrier, not a device collective: CPU
+  collectives (gloo) give up on a process that arrives 30 s after another,
+  which compiling on loaded hosts can exceed. `name` must be new each time.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  client = distributed.global_state.client
+  if client is None or not hasattr(client, 'wait_at_barrier'):
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+    return
+  client.wait_at_barrier(name, int(timeout_s * 1000))
+
+
 def initialize_distributed(coordinator_address: str = '',
                            num_processes: int = 0, process_id: int = -1):
   """Starts multi-process JAX when needed; a single process needs nothing.

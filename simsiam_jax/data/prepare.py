@@ -23,6 +23,7 @@ from absl import logging
 import jax
 import ml_collections
 
+from simsiam_jax import parallel
 from simsiam_jax.data import errors
 
 # Files TFDS reads from manual_dir, by dataset: both must be there.
@@ -89,11 +90,10 @@ def prepare_once(make_builder, prepare, dc: ml_collections.ConfigDict):
     check_splits(builder, dc)
     return builder
   # Every process is here before process 0 clears an old failure.
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   marker = failure_marker(builder)
   if jax.process_index() == 0 and os.path.exists(marker):
     os.remove(marker)
-  multihost_utils.sync_global_devices('simsiam_jax prepare ' + builder.name)
+  parallel.barrier('simsiam_jax prepare ' + builder.name)
   if jax.process_index() == 0:
     try:
       prepare(builder)
@@ -104,9 +104,8 @@ def prepare_once(make_builder, prepare, dc: ml_collections.ConfigDict):
     check_splits(builder, dc)
   else:
     builder = _wait(make_builder, marker, dc)
-  # Leave together: the first collectives after this (CPU's gloo among
-  # them) give up on a process that comes more than 30 s after another.
-  multihost_utils.sync_global_devices('simsiam_jax prepared ' + builder.name)
+  # Leave together (the wait may have been hours).
+  parallel.barrier('simsiam_jax prepared ' + builder.name)
   return builder
 
 
