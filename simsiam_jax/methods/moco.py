@@ -6,6 +6,9 @@ temperature T (v2: T = 0.2, K = 65536 keys, momentum 0.999). As the
 official code (moco/builder.py): logits [B, 1 + K] = [q.k, q.queue] / T,
 label 0; the queue is a ring of K keys whose oldest B are overwritten by
 the batch's keys after each step (K a multiple of the global batch).
+The queue lives in TrainState.extra, replicated on every device like the
+rest of the state (65,536 x 128 floats are 32 MB); the keys of the whole
+global batch enter it, so every device sees every negative.
 """
 
 import jax
