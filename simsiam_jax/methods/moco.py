@@ -7,7 +7,8 @@ official code (moco/builder.py): logits [B, 1 + K] = [q.k, q.queue] / T,
 label 0; the queue is a ring of K keys whose oldest B are overwritten by
 the batch's keys after each step (K a multiple of the global batch).
 The queue lives in TrainState.extra, replicated on every device like the
-rest of the state (65,536 x 128 floats are 32 MB); the keys of the whole
+rest of the state (65,536 keys of MoCo v2's 128 dims are 32 MB, of a 2048-d
+projector 512 MB); the keys of the whole
 global batch enter it, so every device sees every negative.
 """
 
