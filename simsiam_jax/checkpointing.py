@@ -1,4 +1,4 @@
-"""Orbax checkpoints: periodic async saves, auto-resume, preemption.
+"""Orbax checkpoints: periodic async saves, auto-resume (preemption: preemption.py).
 
 A checkpoint holds the train state (step, params, BN statistics, optimiser
 state) and the run's config as JSON. The PRNG and data position need no
@@ -21,8 +21,6 @@ import functools
 import hashlib
 import json
 import os
-import signal
-import threading
 
 from absl import logging
 from etils import epath
@@ -32,13 +30,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from simsiam_jax import parallel
+from simsiam_jax import preemption
 from simsiam_jax import workdir as workdir_lib
 from simsiam_jax.models import simsiam
 
 CHECKPOINT_DIR = workdir_lib.CHECKPOINT_DIR
 BEST_DIR = 'checkpoint_best'  # the best by kNN top-1, kept apart from the latest
-# sysexits' EX_TEMPFAIL: "try again later", so schedulers can requeue the job.
-PREEMPTED_EXIT_CODE = 75
+# Preemption (SIGTERM, JAX's sync point) lives in preemption.py; its names
+# stay reachable here.
+PREEMPTED_EXIT_CODE = preemption.PREEMPTED_EXIT_CODE
+Preempted = preemption.Preempted
+PreemptionWatcher = preemption.PreemptionWatcher
+sigterm_is_preemption = preemption.sigterm_is_preemption
 
 
 class ConfigMismatch(ValueError):
@@ -51,15 +54,6 @@ class CheckpointWriteError(OSError):
 
 class CorruptCheckpoint(RuntimeError):
   """A checkpoint's arrays differ from the digests written when it was saved."""
-
-
-class Preempted(BaseException):
-  """Training stopped on a preemption notice after saving a checkpoint.
-
-  A BaseException, as KeyboardInterrupt: a SIGTERM handler raises it
-  wherever the program is, and no `except Exception` on the way (a cache
-  read, a library) may swallow it.
-  """
 
 
 def _state_items(state) -> dict:
@@ -395,61 +389,3 @@ class Checkpointer:
     raise RuntimeError(
         f'Checkpoints {steps} in {self.directory} exist but none can be read. '
         'Move them away to start afresh; this run will not overwrite them.')
-
-
-class PreemptionWatcher:
-  """SIGTERM (single process) or JAX's preemption sync point (multi-process).
-
-  With several processes, `jax.distributed` already turns SIGTERM and Cloud
-  TPU's maintenance notices into a step every process agrees on
-  (`reached_preemption`); our own handler would replace its handler, so it
-  is installed only in a single process.
-  """
-
-  def __init__(self):
-    self._flag = threading.Event()
-    self._previous = None
-    if jax.process_count() == 1 and (threading.current_thread()
-                                     is threading.main_thread()):
-      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-  def _on_sigterm(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM: saving a checkpoint after this step, then exiting.')
-    self._flag.set()
-
-  def signalled(self) -> bool:
-    """Whether SIGTERM came (single process), stopped for or not yet."""
-    return self._flag.is_set()
-
-  def should_stop(self, step: int, checkpointer: Checkpointer) -> bool:
-    return self._flag.is_set() or checkpointer.reached_preemption(step)
-
-  def close(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
-@contextlib.contextmanager
-def sigterm_is_preemption(what: str, directory: str):
-  """SIGTERM during `what` (after the last save) raises Preempted: exit 75.
-
-  The final evaluation runs after the last checkpoint; a scheduler stopping
-  the job then must see "try again", and the rerun finishes the evaluation
-  from that checkpoint. Single process only, as `PreemptionWatcher`.
-  """
-  previous = None
-
-  def on_sigterm(signum, frame):
-    del signum, frame
-    raise Preempted(f'SIGTERM during {what}: the checkpoints in {directory} '
-                    '(if any) are complete; run the same command to go on.')
-
-  if jax.process_count() == 1 and (threading.current_thread()
-                                   is threading.main_thread()):
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-  try:
-    yield
-  finally:
-    if previous is not None:
-      signal.signal(signal.SIGTERM, previous)
