@@ -16,7 +16,6 @@ again; if none can be read the run stops rather than starting afresh.
 """
 
 import contextlib
-import datetime
 import functools
 import hashlib
 import json
@@ -244,7 +243,7 @@ class Checkpointer:
                     type(error).__name__, first)
     if self.read_only or jax.process_index() != 0:
       return
-    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    stamp = workdir_lib.stamp()
     path.rename(path.parent / f'{path.name}.corrupt-{stamp}')
     self._write_digests(step, digests)
 
@@ -252,7 +251,7 @@ class Checkpointer:
     """Moves unreadable checkpoints aside, so their steps can be saved again."""
     if self.read_only or not steps:
       return
-    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    stamp = workdir_lib.stamp()
     for step in steps:
       src = epath.Path(self.directory) / str(step)
       dst = epath.Path(self.directory) / f'{step}.corrupt-{stamp}'

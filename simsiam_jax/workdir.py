@@ -253,7 +253,7 @@ def prepare(workdir: str, config) -> int:
         {'time': _now(), 'event': event, 'pid': os.getpid(), 'policy': policy,
          'changed': accepted + refused}))
     if corrupt:
-      (path / CONFIG_FILE).rename(path / f'{CONFIG_FILE}.corrupt-{_stamp()}')
+      (path / CONFIG_FILE).rename(path / f'{CONFIG_FILE}.corrupt-{stamp()}')
     write_atomic(path / CONFIG_FILE, text)
     return run_id
   except OSError as e:
@@ -263,7 +263,8 @@ def prepare(workdir: str, config) -> int:
                        'writable --workdir with free space.') from e
 
 
-def _stamp() -> str:
+def stamp() -> str:
+  """The time in the names of files moved aside (NAME.corrupt-STAMP)."""
   return datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
 
 

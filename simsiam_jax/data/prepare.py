@@ -84,28 +84,26 @@ def prepare_once(make_builder, prepare, dc: ml_collections.ConfigDict):
   if builder.is_prepared():
     check_splits(builder, dc)
     return builder
-  if jax.process_count() == 1:
-    prepare(builder)
-    builder = make_builder()
-    check_splits(builder, dc)
-    return builder
-  # Every process is here before process 0 clears an old failure.
+  several = jax.process_count() > 1
   marker = failure_marker(builder)
-  if jax.process_index() == 0 and os.path.exists(marker):
-    os.remove(marker)
-  parallel.barrier('simsiam_jax prepare ' + builder.name)
+  if several:
+    # Every process is here before process 0 clears an old failure.
+    if jax.process_index() == 0 and os.path.exists(marker):
+      os.remove(marker)
+    parallel.barrier('simsiam_jax prepare ' + builder.name)
   if jax.process_index() == 0:
     try:
       prepare(builder)
     except BaseException as e:
-      _write_failure(marker, e)
+      if several:
+        _write_failure(marker, e)
       raise
     builder = make_builder()
     check_splits(builder, dc)
   else:
-    builder = _wait(make_builder, marker, dc)
-  # Leave together (the wait may have been hours).
-  parallel.barrier('simsiam_jax prepared ' + builder.name)
+    builder = _wait(make_builder, builder.name, marker, dc)
+  if several:  # leave together (the wait may have been hours)
+    parallel.barrier('simsiam_jax prepared ' + builder.name)
   return builder
 
 
@@ -121,10 +119,10 @@ def _write_failure(marker: str, e: BaseException):
                   write_error)
 
 
-def _wait(make_builder, marker: str, dc: ml_collections.ConfigDict):
-  """Polls until process 0 has prepared the dataset, failed, or time is up."""
+def _wait(make_builder, name: str, marker: str,
+          dc: ml_collections.ConfigDict):
+  """Polls until process 0 has prepared `name`, failed, or time is up."""
   wait_s = dc.get('prepare_wait_s', 43200)
-  name = make_builder().name
   logging.info('Process %d waits for process 0 to prepare %s (at most %d s).',
                jax.process_index(), name, wait_s)
   deadline = time.monotonic() + wait_s

@@ -8,8 +8,8 @@ method is one file here with a `METHOD`, its fields in configs/default.py,
 and a line in `registry.py`. A method with a momentum target (BYOL, MoCo
 v2) sets `target`; its state beside the network (the target, a queue) is
 `TrainState.extra`, made by `init_extra` and moved on by `next_extra`.
-SwAV's loss and Sinkhorn are here; its prototypes are not yet in the
-network.
+SwAV's prototypes are a parameter of the network (`model.prototypes`)
+that its loss reads from the parameters the step passes it.
 
 Each file holds one method's loss and the state it adds, as pure functions
 of the global batch: under the jitted step the batch is one array sharded

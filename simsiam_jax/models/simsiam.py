@@ -88,8 +88,6 @@ class SimSiam(nn.Module):
     """Two views [B, H, W, C] -> (z1, z2, p1, p2), each [B, proj_dim]."""
     z1, p1 = self.embed(x1, train)
     z2, p2 = self.embed(x2, train)
-    if self.prototypes > 0:
-      _ = self.prototype_vectors  # created at init, read by SwAV's loss
     return z1, z2, p1, p2
 
 
