@@ -8,6 +8,12 @@ error. Durations are named by unit and turned into steps in one place
 
 import ml_collections
 
+# Model fields added after runs were saved without them, with the value
+# that builds the network those runs built: a saved config that lacks one
+# builds with this value, and its checkpoint matches a run that sets it.
+MODEL_FIELDS_ADDED_LATER = {'stage_widths': (), 'conv_impl': 'auto',
+                            'head_init': 'flax', 'prototypes': 0}
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()

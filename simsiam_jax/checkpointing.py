@@ -31,7 +31,6 @@ import orbax.checkpoint as ocp
 from simsiam_jax import parallel
 from simsiam_jax import preemption
 from simsiam_jax import workdir as workdir_lib
-from simsiam_jax.models import simsiam
 
 CHECKPOINT_DIR = workdir_lib.CHECKPOINT_DIR
 BEST_DIR = 'checkpoint_best'  # the best by kNN top-1, kept apart from the latest
@@ -75,25 +74,11 @@ def array_digests(state) -> dict:
       np.ascontiguousarray(x).tobytes()).hexdigest() for path, x in leaves}
 
 
-# A checkpoint whose config lacks one of these matches a run that leaves it
-# at its neutral value.
-FIELDS_ADDED_LATER = {f'model.{k}': v
-                      for k, v in simsiam.FIELDS_ADDED_LATER.items()}
-
-
-INIT_ONLY = workdir_lib.INIT_ONLY
-
-
 def config_mismatches(saved: dict, config: ml_collections.ConfigDict) -> list:
-  """'model.FIELD: checkpoint X, this run Y' for every model field that differs
-  (`INIT_ONLY` fields aside)."""
-  old = {**FIELDS_ADDED_LATER,
-         **workdir_lib.flatten(saved.get('model', {}), 'model.')}
-  new = {**FIELDS_ADDED_LATER,  # a saved config reopened as this run's
-         **workdir_lib.flatten(config.model.to_dict(), 'model.')}
-  return [f'{k}: checkpoint {old.get(k)!r}, this run {new.get(k)!r}'
-          for k in sorted(set(old) | set(new))
-          if old.get(k) != new.get(k) and k not in INIT_ONLY]
+  """'model.FIELD: checkpoint X, this run Y' for every model field that
+  differs (`workdir.model_changes`)."""
+  return [f'{k}: checkpoint {a!r}, this run {b!r}' for k, a, b in
+          workdir_lib.model_changes(saved, config.to_dict())]
 
 
 @functools.cache  # Orbax's registry is global: once per process

@@ -20,6 +20,8 @@ import socket
 from absl import logging
 from etils import epath
 
+from simsiam_jax.configs import default
+
 SUMMARY_FILE = 'summary.json'
 CONFIG_FILE = 'config.json'
 HISTORY_FILE = 'config_history.jsonl'
@@ -165,6 +167,21 @@ def config_changes(saved: dict, new: dict) -> tuple[list, list]:
   return refused, accepted
 
 
+def model_changes(saved: dict, new: dict) -> list:
+  """(field, saved value, new value) for each model field that differs.
+
+  These decide the checkpoint's arrays (`INIT_ONLY` aside): no resume
+  policy can change them. A field that one config lacks takes the value of
+  `default.MODEL_FIELDS_ADDED_LATER` (the network runs built before it
+  existed); one missing there compares as None.
+  """
+  later = {f'model.{k}': v for k, v in default.MODEL_FIELDS_ADDED_LATER.items()}
+  old = {**later, **flatten(saved.get('model', {}), 'model.')}
+  cur = {**later, **flatten(new.get('model', {}), 'model.')}
+  return [(k, old.get(k), cur.get(k)) for k in sorted(set(old) | set(cur))
+          if old.get(k) != cur.get(k) and k not in INIT_ONLY]
+
+
 def write_atomic(path: epath.Path, text: str):
   """Writes `path` whole or not at all: a temporary file, then a rename.
 
@@ -224,18 +241,18 @@ def prepare(workdir: str, config) -> int:
   try:
     path.mkdir(parents=True, exist_ok=True)
     run_id = claim(workdir)
-    event, refused, accepted = 'start', [], []
+    event, refused, accepted, model = 'start', [], [], []
     corrupt = None
     if _has_run(path):
       event = 'resume'
       saved, corrupt = saved_config(path)
       refused, accepted = config_changes(saved, json.loads(text))
+      model = [f'{k}: saved {a!r}, now {b!r}'
+               for k, a, b in model_changes(saved, json.loads(text))]
     policy = config.get('resume_policy', 'refuse')
     if policy not in RESUME_POLICIES:
       raise ResumeRefused(f'resume_policy must be one of {RESUME_POLICIES}, '
                           f'got {policy!r}.')
-    model = [line for line in refused if line.startswith('model.') and
-             line.split(':')[0] not in INIT_ONLY]
     if model:
       raise ResumeRefused(
           f'{workdir} holds checkpoints of another model: ' + '; '.join(model)

@@ -15,6 +15,7 @@ import pytest
 
 from configs import tiny
 from simsiam_jax import checkpointing
+from simsiam_jax.configs import default
 from simsiam_jax import optim
 from simsiam_jax import parallel
 from simsiam_jax import state as state_lib
@@ -307,7 +308,7 @@ def test_a_saved_config_without_new_fields_reopens_itself():
   heads' initialisation, which a restored state overwrites, never blocks a
   resume (a run begun with Flax's init resumes under today's default)."""
   saved = tiny.get_config().to_dict()
-  for field in simsiam.FIELDS_ADDED_LATER:
+  for field in default.MODEL_FIELDS_ADDED_LATER:
     del saved['model'][field]
   assert checkpointing.config_mismatches(
       saved, ml_collections.ConfigDict(saved)) == []

@@ -124,6 +124,28 @@ def test_safe_changes_and_longer_runs_resume(tmp_path):
       'log_every_steps'] == 7
 
 
+def test_a_model_field_the_saved_run_lacks_is_compared_at_its_old_value(
+    tmp_path):
+  """A run saved before model.prototypes existed built no prototypes: it
+  resumes with prototypes=0, and a run that sets them is refused as another
+  model before anything is written, whatever the resume policy."""
+  config = tiny.get_config()
+  _started_run(tmp_path, config)
+  saved = json.loads((tmp_path / 'config.json').read_text())
+  del saved['model']['prototypes']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  workdir_lib.prepare(str(tmp_path), config)  # prototypes=0: the same network
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  other = config.copy_and_resolve_references()
+  other.model.prototypes = 30
+  other.resume_policy = 'allow_changes'
+  with pytest.raises(workdir_lib.ResumeRefused, match=(
+      'another model: model.prototypes: saved 0, now 30')):
+    workdir_lib.prepare(str(tmp_path), other)
+  assert json.loads((tmp_path / 'config.json').read_text()) == saved
+  assert len(_history(tmp_path)) == 2
+
+
 def test_a_fresh_workdir_takes_any_config(tmp_path):
   workdir_lib.prepare(str(tmp_path), tiny.get_config())
   other = tiny.get_config()

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from simsiam_jax.configs import default
 from simsiam_jax.models import heads
 from simsiam_jax.models import resnet
 
@@ -98,16 +99,11 @@ def _unit_rows(key, shape, dtype):
   return (w / jnp.linalg.norm(w, axis=1, keepdims=True)).astype(dtype)
 
 
-# Model fields added after runs were saved without them, with the value
-# that builds the network those runs built: a saved config that lacks one
-# builds with this value, and its checkpoint matches a run that sets it.
-FIELDS_ADDED_LATER = {'stage_widths': (), 'conv_impl': 'auto',
-                      'head_init': 'flax', 'prototypes': 0}
-
-
 def create_model(model_config: ml_collections.ConfigDict) -> SimSiam:
-  """Builds SimSiam from `config.model` (saved with or without `FIELDS_ADDED_LATER`)."""
-  later = {k: model_config.get(k, v) for k, v in FIELDS_ADDED_LATER.items()}
+  """Builds SimSiam from `config.model`, saved with or without the fields
+  added later (`default.MODEL_FIELDS_ADDED_LATER`)."""
+  later = {k: model_config.get(k, v)
+           for k, v in default.MODEL_FIELDS_ADDED_LATER.items()}
   dtype = jnp.dtype(model_config.dtype)
   param_dtype = jnp.dtype(model_config.param_dtype)
   backbone = resnet.ResNet(
