@@ -112,6 +112,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.knn.max_pixel_dim = 16384      # raw-pixel baselines only up to this many values per image
   c.knn.rank_images = 1024         # clean train images whose features' effective rank is measured with each kNN (0: off)
   c.knn.cache_dir = ''             # baseline cache; '' = data.data_dir/simsiam_jax or ~/.cache/simsiam_jax
+  c.knn.per_class = False          # knn_eval: also top-1 per class, beside the raw pixels' ('knn_per_class', 'knn_per_class_raw_pixels')
 
   # Every evaluation's forward passes (kNN features, fast probe, classifier tests).
   c.eval = ml_collections.ConfigDict()

@@ -22,7 +22,9 @@ from simsiam_jax import optim
 from simsiam_jax import parallel
 from simsiam_jax import state as state_lib
 from simsiam_jax import workdir as workdir_lib
+from simsiam_jax.data import sources
 from simsiam_jax.data import spec
+from simsiam_jax.evaluation import knn
 from simsiam_jax.evaluation import monitor
 from simsiam_jax.models import simsiam
 
@@ -153,7 +155,10 @@ def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
   run's own initialisation, BN on batch statistics; see
   `KnnMonitor.baselines`) unless `config.knn.baselines` is False, and with
   knn.rank_images > 0 the features' spread ('feature_rank', ..., see
-  `KnnMonitor.spread`) beside the same baselines' spread.
+  `KnnMonitor.spread`) beside the same baselines' spread; with
+  knn.per_class, the top-1 of each class ('knn_per_class', and
+  'knn_per_class_raw_pixels': lists in class order, None for a class
+  without test images).
   """
   mesh = parallel.create_mesh()
   saved, model, state = load(config, workdir, mesh)  # checked before writing
@@ -165,6 +170,26 @@ def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'step': parallel.step_of(state),
              'pretrained': str(config.pretrained.workdir),
              'checkpoint': config.pretrained.checkpoint}
+  if config.knn.per_class:
+    summary.update(_per_class(config, knn_monitor, state))
   if jax.process_index() == 0:
     workdir_lib.write_summary(workdir, summary)
   return summary
+
+
+def _per_class(config, knn_monitor, state) -> dict:
+  """kNN top-1 of each class, the checkpoint's and the raw pixels', logged
+  side by side: where the features gain over the pixels and where not."""
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  out = {'knn_per_class': knn.per_class(knn_monitor.confusion(variables))}
+  pixels = [None] * len(out['knn_per_class'])
+  if knn_monitor.pixel_dim <= config.knn.max_pixel_dim:
+    pixels = knn.per_class(knn_monitor.confusion(None, 'pixels'))
+    out['knn_per_class_raw_pixels'] = pixels
+  percent = lambda v: '-' if v is None else f'{100 * v:.1f}'
+  logging.info('kNN top-1 per class on %s (raw pixels): %s',
+               config.data.eval_split, ' | '.join(
+                   f'{name} {percent(a)} ({percent(b)})' for name, a, b in
+                   zip(sources.class_names(config), out['knn_per_class'],
+                       pixels)))
+  return out

@@ -73,6 +73,15 @@ def test_matches_numpy(data, num_devices, k, temperature):
       k=k, temperature=temperature, num_classes=num_classes, query_batch=32)
   want = _numpy_knn(train, train_labels, test, k, temperature, num_classes)
   assert acc == pytest.approx(np.mean(want == test_labels), abs=1e-9)
+  counts = knn.knn_confusion(
+      _shard_rows(train_p, mesh), _shard_rows(labels_p, mesh),
+      _shard_rows(mask, mesh), test, test_labels, np.ones(90, bool), mesh,
+      k=k, temperature=temperature, num_classes=num_classes, query_batch=32)
+  want_counts = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(want_counts, (test_labels, want), 1)
+  np.testing.assert_array_equal(counts, want_counts)
+  assert knn.per_class(counts) == [
+      float(np.mean(want[test_labels == c] == c)) for c in range(num_classes)]
   # Better than chance on clustered data, so the comparison means something.
   assert acc > 2 / num_classes
 
@@ -88,6 +97,13 @@ def test_masked_queries_do_not_count(data):
                          num_classes=num_classes, query_batch=32)
   want = _numpy_knn(train, train_labels, test[:45], 20, 0.1, num_classes)
   assert acc == pytest.approx(np.mean(want == test_labels[:45]))
+  counts = knn.knn_confusion(*args, test, test_labels, test_mask, mesh, k=20,
+                             num_classes=num_classes, query_batch=32)
+  assert counts.sum() == 45
+
+
+def test_a_class_without_queries_has_no_per_class_top1():
+  assert knn.per_class(np.array([[3, 1], [0, 0]])) == [0.75, None]
 
 
 # Baselines of the kNN monitor: raw pixels and the random initialisation.
@@ -220,21 +236,45 @@ def test_unwritable_cache_is_not_an_error(tmp_path, monkeypatch):
   assert list(_monitor(config).baselines()) == ['knn_random_init']
 
 
-def test_knn_eval_mode_reports_the_baselines(baselines, tmp_path):
-  config, mon, values = baselines
-  pretrain_dir = str(tmp_path / 'pretrain')  # a run's step-0 checkpoint
+def _saved_run(config, mon, path):
+  """(state, knn_eval config of it): a run's step-0 checkpoint in `path`."""
   tx, _ = optim.create_optimizer(config, 1, 1 << 30)
   state = state_lib.create(
       state_lib.simsiam_initializer(mon.model, tx, (16, 16, 3)),
       mon.mesh, jax.random.key(config.seed))
-  ckpt = checkpointing.Checkpointer(pretrain_dir, config)
+  ckpt = checkpointing.Checkpointer(str(path), config)
   ckpt.save(0, state, force=True)
   ckpt.wait()
   config = config.copy_and_resolve_references()
   config.mode = 'knn_eval'
-  config.pretrained.workdir = pretrain_dir
+  config.pretrained.workdir = str(path)
+  return state, config
+
+
+def test_knn_eval_mode_reports_the_baselines(baselines, tmp_path):
+  config, mon, values = baselines
+  state, config = _saved_run(config, mon, tmp_path / 'pretrain')
   summary = pretrained.knn_eval(config, str(tmp_path / 'eval'))
   assert summary['knn_raw_pixels'] == values['knn_raw_pixels']
   assert summary['knn_random_init'] == values['knn_random_init']
   # The same network, scored with BN running averages (mean 0, var 1).
   assert summary['knn_top1'] == mon(state)
+
+
+def test_knn_eval_per_class_averages_to_the_top1(baselines, tmp_path):
+  """knn.per_class: the checkpoint's and the pixels' top-1 of each class,
+  weighted by the test split's class counts, give back knn_top1 and
+  knn_raw_pixels."""
+  config, mon, values = baselines
+  _, config = _saved_run(config, mon, tmp_path / 'pretrain')
+  config.knn.per_class = True
+  summary = pretrained.knn_eval(config, str(tmp_path / 'eval'))
+  labels = _split(config, config.data.eval_split)[1]
+  counts = np.bincount(labels, minlength=synthetic.NUM_CLASSES)
+  for name, top1 in (('knn_per_class', 'knn_top1'),
+                     ('knn_per_class_raw_pixels', 'knn_raw_pixels')):
+    got = summary[name]
+    assert len(got) == synthetic.NUM_CLASSES
+    weighted = sum(n * v for n, v in zip(counts, got) if v is not None)
+    assert weighted / counts.sum() == pytest.approx(summary[top1], abs=1e-9)
+  assert summary['knn_raw_pixels'] == values['knn_raw_pixels']

@@ -124,6 +124,16 @@ def num_classes(config: ml_collections.ConfigDict) -> int:
   return _pipeline().get_builder(dc).info.features['label'].num_classes
 
 
+def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The label of each class index, for per-class reports."""
+  dc = config.data
+  if dc.dataset == 'synthetic':
+    return tuple(str(c) for c in range(synthetic.NUM_CLASSES))
+  if dc.dataset == 'fashion_mnist_debian':
+    return idx_files.CLASSES
+  return tuple(_pipeline().get_builder(dc).info.features['label'].names)
+
+
 def train_labels(config: ml_collections.ConfigDict) -> np.ndarray:
   """Labels [N] of the train split by example index: what a subset indexes."""
   dc = config.data

@@ -64,11 +64,13 @@ def knn_predict(queries: jax.Array, bank: jax.Array, bank_labels: jax.Array,
   return jnp.argmax(scores, axis=-1)
 
 
-def knn_accuracy(train_feats, train_labels, train_mask, test_feats,
-                 test_labels, test_mask, mesh, *, k: int = 200,
-                 temperature: float = 0.1, num_classes: int,
-                 query_batch: int = 1024) -> float:
-  """Top-1 accuracy of weighted kNN; features need not be normalised.
+def knn_confusion(train_feats, train_labels, train_mask, test_feats,
+                  test_labels, test_mask, mesh, *, k: int = 200,
+                  temperature: float = 0.1, num_classes: int,
+                  query_batch: int = 1024) -> np.ndarray:
+  """Counts [C, C] of weighted-kNN predictions: row the true class, column
+  the predicted one; masked queries are left out. Features need not be
+  normalised.
 
   `train_*` are the bank, sharded on the mesh; `test_*` are numpy arrays or
   jax Arrays of the queries.
@@ -77,7 +79,7 @@ def knn_accuracy(train_feats, train_labels, train_mask, test_feats,
   predict = jax.jit(functools.partial(
       knn_predict, mesh=mesh, k=k, temperature=temperature,
       num_classes=num_classes))
-  correct = total = 0
+  counts = np.zeros((num_classes, num_classes), np.int64)
   test_feats = np.asarray(test_feats)
   for start in range(0, len(test_feats), query_batch):
     q = test_feats[start:start + query_batch]
@@ -87,10 +89,26 @@ def knn_accuracy(train_feats, train_labels, train_mask, test_feats,
     q = jax.device_put(losses.l2_normalize(jnp.asarray(q)),
                        parallel.replicated(mesh))
     pred = parallel.to_host(predict(q, bank, train_labels, train_mask))[:n]
-    m = np.asarray(test_mask[start:start + n])
-    correct += int(np.sum((pred == np.asarray(test_labels[start:start + n])) & m))
-    total += int(m.sum())
-  return correct / max(total, 1)
+    m = np.asarray(test_mask[start:start + n], bool)
+    np.add.at(counts, (np.asarray(test_labels[start:start + n])[m], pred[m]), 1)
+  return counts
+
+
+def accuracy(counts: np.ndarray) -> float:
+  """Top-1 of a confusion matrix: its trace over its sum (0 when empty)."""
+  return float(np.trace(counts)) / max(int(counts.sum()), 1)
+
+
+def per_class(counts: np.ndarray) -> list:
+  """Top-1 of each true class (a row of `counts`); None for a class with no
+  queries."""
+  return [float(row[c] / row.sum()) if row.sum() else None
+          for c, row in enumerate(counts)]
+
+
+def knn_accuracy(*args, **kwargs) -> float:
+  """Top-1 accuracy of weighted kNN; the arguments of `knn_confusion`."""
+  return accuracy(knn_confusion(*args, **kwargs))
 
 
 def _normalize_sharded(x, mesh):

@@ -156,17 +156,22 @@ class KnnMonitor:
     mask = np.asarray(mask, bool)
     return np.asarray(feats)[mask], np.asarray(labels)[mask]
 
-  def score(self, variables, kind: str = 'inference') -> float:
-    """kNN top-1 on the eval split against the train split (see `features`)."""
+  def confusion(self, variables, kind: str = 'inference') -> np.ndarray:
+    """kNN counts [C, C] (true class, predicted class) on the eval split
+    against the train split (see `features`, `knn.knn_confusion`)."""
     kc = self.config.knn
     bank = self.features(variables, self.config.data.train_split, kind)
     test = self.features(variables, self.config.data.eval_split, kind)
     # Queries are small next to the bank: every process takes all of them.
     test = [multihost_utils.process_allgather(x, tiled=True) for x in test]
-    return knn.knn_accuracy(*bank, *test, self.mesh, k=kc.k,
-                            temperature=kc.temperature,
-                            num_classes=self.num_classes,
-                            query_batch=kc.query_batch)
+    return knn.knn_confusion(*bank, *test, self.mesh, k=kc.k,
+                             temperature=kc.temperature,
+                             num_classes=self.num_classes,
+                             query_batch=kc.query_batch)
+
+  def score(self, variables, kind: str = 'inference') -> float:
+    """kNN top-1 on the eval split against the train split (see `features`)."""
+    return knn.accuracy(self.confusion(variables, kind))
 
   def spread(self, variables, kind: str = 'inference') -> dict[str, float]:
     """Effective rank and participation ratio of the features of clean images.
