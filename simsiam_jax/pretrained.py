@@ -171,17 +171,17 @@ def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'pretrained': str(config.pretrained.workdir),
              'checkpoint': config.pretrained.checkpoint}
   if config.knn.per_class:
-    summary.update(_per_class(config, knn_monitor, state))
+    summary.update(_per_class(config, knn_monitor))
   if jax.process_index() == 0:
     workdir_lib.write_summary(workdir, summary)
   return summary
 
 
-def _per_class(config, knn_monitor, state) -> dict:
-  """kNN top-1 of each class, the checkpoint's and the raw pixels', logged
-  side by side: where the features gain over the pixels and where not."""
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  out = {'knn_per_class': knn.per_class(knn_monitor.confusion(variables))}
+def _per_class(config, knn_monitor) -> dict:
+  """kNN top-1 of each class, the checkpoint's (the kNN just scored) and the
+  raw pixels', logged side by side: where the features gain over the pixels
+  and where not."""
+  out = {'knn_per_class': knn.per_class(knn_monitor.last_confusion)}
   pixels = [None] * len(out['knn_per_class'])
   if knn_monitor.pixel_dim <= config.knn.max_pixel_dim:
     pixels = knn.per_class(knn_monitor.confusion(None, 'pixels'))

@@ -198,8 +198,8 @@ def test_baselines_are_cached_on_disk_by_key(baselines, monkeypatch, caplog):
   again = _monitor(config)  # a new run: only the disk cache is shared
   assert again.baselines() == values and not calls
   # The log line shows them next to the network's score.
-  monkeypatch.setattr(monitor.KnnMonitor, 'score',
-                      lambda self, variables, kind='inference': 0.5)
+  monkeypatch.setattr(monitor.KnnMonitor, 'confusion',  # top-1 0.5
+                      lambda self, variables, kind='inference': np.ones((2, 2)))
   with caplog.at_level('INFO'):
     again(types.SimpleNamespace(params={}, batch_stats={}))
   assert (f'kNN (k=20, T=0.1) top-1 on test: SimSiam 50.00% | raw pixels '

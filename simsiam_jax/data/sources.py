@@ -115,23 +115,18 @@ def prepare_mode(config: ml_collections.ConfigDict, workdir: str) -> dict:
           'splits': splits}
 
 
-def num_classes(config: ml_collections.ConfigDict) -> int:
-  dc = config.data
-  if dc.dataset == 'synthetic':
-    return synthetic.NUM_CLASSES
-  if dc.dataset == 'fashion_mnist_debian':
-    return len(idx_files.CLASSES)
-  return _pipeline().get_builder(dc).info.features['label'].num_classes
-
-
 def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The label of each class index, for per-class reports."""
+  """The label of each class index (their count is `num_classes`)."""
   dc = config.data
   if dc.dataset == 'synthetic':
     return tuple(str(c) for c in range(synthetic.NUM_CLASSES))
   if dc.dataset == 'fashion_mnist_debian':
     return idx_files.CLASSES
   return tuple(_pipeline().get_builder(dc).info.features['label'].names)
+
+
+def num_classes(config: ml_collections.ConfigDict) -> int:
+  return len(class_names(config))
 
 
 def train_labels(config: ml_collections.ConfigDict) -> np.ndarray:

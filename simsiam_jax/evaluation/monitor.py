@@ -116,6 +116,7 @@ class KnnMonitor:
                            out_shardings=parallel.data_sharded(mesh))
     self._memo = {}  # cache key digest -> top-1, for this monitor's life
     self.known_baselines = {}  # the last `baselines()`, shown in the log line
+    self.last_confusion = None  # counts [C, C] of the last network scored by __call__
     self.known_spread_baselines = {}  # the last `spread_baselines()`
 
   def features(self, variables, split: str, kind: str = 'inference'):
@@ -241,7 +242,8 @@ class KnnMonitor:
 
   def __call__(self, state) -> float:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    top1 = self.score(variables)
+    self.last_confusion = self.confusion(variables)
+    top1 = knn.accuracy(self.last_confusion)
     shown = [f'SimSiam {100 * top1:.2f}%'] + [
         _BASELINE_FORMATS[k].format(100 * v)
         for k, v in self.known_baselines.items()]
