@@ -246,9 +246,10 @@ def prepare(workdir: str, config) -> int:
     if _has_run(path):
       event = 'resume'
       saved, corrupt = saved_config(path)
-      refused, accepted = config_changes(saved, json.loads(text))
+      new = json.loads(text)
+      refused, accepted = config_changes(saved, new)
       model = [f'{k}: saved {a!r}, now {b!r}'
-               for k, a, b in model_changes(saved, json.loads(text))]
+               for k, a, b in model_changes(saved, new)]
     policy = config.get('resume_policy', 'refuse')
     if policy not in RESUME_POLICIES:
       raise ResumeRefused(f'resume_policy must be one of {RESUME_POLICIES}, '
