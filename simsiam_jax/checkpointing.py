@@ -29,17 +29,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from simsiam_jax import parallel
-from simsiam_jax import preemption
 from simsiam_jax import workdir as workdir_lib
 
 CHECKPOINT_DIR = workdir_lib.CHECKPOINT_DIR
 BEST_DIR = 'checkpoint_best'  # the best by kNN top-1, kept apart from the latest
-# Preemption (SIGTERM, JAX's sync point) lives in preemption.py; its names
-# stay reachable here.
-PREEMPTED_EXIT_CODE = preemption.PREEMPTED_EXIT_CODE
-Preempted = preemption.Preempted
-PreemptionWatcher = preemption.PreemptionWatcher
-sigterm_is_preemption = preemption.sigterm_is_preemption
 
 
 class ConfigMismatch(ValueError):

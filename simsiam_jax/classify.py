@@ -40,6 +40,7 @@ from simsiam_jax import errors
 from simsiam_jax import loop
 from simsiam_jax import optim
 from simsiam_jax import parallel
+from simsiam_jax import preemption
 from simsiam_jax import pretrained
 from simsiam_jax import rngs
 from simsiam_jax import state as state_lib
@@ -344,7 +345,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       steps_per_epoch=steps_per_epoch, num_train_steps=num_train_steps,
       at_epoch_end=at_epoch_end)
   del train_iter
-  with checkpointing.sigterm_is_preemption('the final evaluation',
+  with preemption.sigterm_is_preemption('the final evaluation',
                                            ckpt.directory):
     return _finish(config, workdir, writer, state, progress, evaluator,
                    backbone, num_train_steps=num_train_steps,

@@ -18,6 +18,7 @@ from simsiam_jax import checkpointing
 from simsiam_jax import metrics_io
 from simsiam_jax import parallel
 from simsiam_jax import plot
+from simsiam_jax import preemption
 from simsiam_jax import workdir as workdir_lib
 
 
@@ -182,7 +183,7 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
   before anything is saved; so do diverged parameters, `ParamCheck`, before
   every save), checkpoints every `config.checkpoint_every_steps`
   and at the end, and on SIGTERM or a preemption notice saves and raises
-  `checkpointing.Preempted`.
+  `preemption.Preempted`.
 
   Args:
     after_log: called as (step, averaged metrics) after each log.
@@ -200,7 +201,7 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
   report = (_report_progress(num_train_steps, writer,
                              config.report_every_secs)
             if jax.process_index() == 0 else None)
-  watcher = checkpointing.PreemptionWatcher()
+  watcher = preemption.PreemptionWatcher()
   check_params = ParamCheck(state, config.checkpoint.max_param_norm_growth,
                             ckpt)
   progress = Progress(num_train_steps, config.batch_size)
@@ -241,7 +242,7 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
           after_save(step + 1)
       if stop:
         ckpt.wait()
-        raise checkpointing.Preempted(
+        raise preemption.Preempted(
             f'Preempted: saved step {step + 1} in {ckpt.directory}; run the '
             'same command to resume.')
       if (at_epoch_end and not done and (step + 1) % steps_per_epoch == 0 and
@@ -254,7 +255,7 @@ def fit(config, state, train_iter, step_fn, *, mesh, ckpt, writer,
   if signalled:
     # SIGTERM after the last step's check: its save is complete (waited
     # for above); the rerun does what is left (the final evaluation).
-    raise checkpointing.Preempted(
+    raise preemption.Preempted(
         f'Preempted after the last step: saved step {parallel.step_of(state)} '
         f'in {ckpt.directory}; run the same command to finish.')
   return state, last, progress

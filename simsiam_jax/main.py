@@ -32,6 +32,7 @@ from simsiam_jax import classify
 from simsiam_jax import config_check
 from simsiam_jax import errors
 from simsiam_jax import parallel
+from simsiam_jax import preemption
 from simsiam_jax import pretrained
 from simsiam_jax import train
 from simsiam_jax import workdir as workdir_lib
@@ -147,7 +148,7 @@ def main(argv):
     # SIGTERM outside the training steps (start-up, compiling, the final
     # evaluation) is a preemption too: exit 75, "try again". Training's own
     # watcher, inside, saves first.
-    with checkpointing.sigterm_is_preemption('start-up or evaluation',
+    with preemption.sigterm_is_preemption('start-up or evaluation',
                                              FLAGS.workdir):
       if config.mode not in MODES:
         raise errors.ConfigError(f'config.mode must be one of '
@@ -160,9 +161,9 @@ def main(argv):
       # After the checks, so that a config error is the last line shown.
       logging.info('Config:\n%s', config)
       summary = MODES[config.mode](config, FLAGS.workdir)
-  except checkpointing.Preempted as e:
+  except preemption.Preempted as e:
     logging.warning('%s', e)
-    raise SystemExit(checkpointing.PREEMPTED_EXIT_CODE) from e
+    raise SystemExit(preemption.PREEMPTED_EXIT_CODE) from e
   except USER_ERRORS as e:
     logging.error('%s: %s', type(e).__name__, e)
     if isinstance(e, checkpointing.CheckpointWriteError):

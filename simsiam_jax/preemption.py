@@ -26,6 +26,14 @@ class Preempted(BaseException):
   """
 
 
+def _owns_sigterm() -> bool:
+  """Whether a SIGTERM handler of ours may be installed: one process (with
+  several, jax.distributed's own handler turns SIGTERM into its preemption
+  sync point) and the main thread (Python's signal handlers live there)."""
+  return (jax.process_count() == 1 and
+          threading.current_thread() is threading.main_thread())
+
+
 class PreemptionWatcher:
   """SIGTERM (single process) or JAX's preemption sync point (multi-process).
 
@@ -38,8 +46,7 @@ class PreemptionWatcher:
   def __init__(self):
     self._flag = threading.Event()
     self._previous = None
-    if jax.process_count() == 1 and (threading.current_thread()
-                                     is threading.main_thread()):
+    if _owns_sigterm():
       self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
 
   def _on_sigterm(self, signum, frame):
@@ -74,8 +81,7 @@ def sigterm_is_preemption(what: str, directory: str):
     raise Preempted(f'SIGTERM during {what}: the checkpoints in {directory} '
                     '(if any) are complete; run the same command to go on.')
 
-  if jax.process_count() == 1 and (threading.current_thread()
-                                   is threading.main_thread()):
+  if _owns_sigterm():
     previous = signal.signal(signal.SIGTERM, on_sigterm)
   try:
     yield

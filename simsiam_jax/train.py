@@ -22,6 +22,7 @@ from simsiam_jax.methods import base
 from simsiam_jax.methods import registry
 from simsiam_jax import optim
 from simsiam_jax import parallel
+from simsiam_jax import preemption
 from simsiam_jax import rngs
 from simsiam_jax import state as state_lib
 from simsiam_jax.data import sources
@@ -147,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     The final summary (also in `workdir/summary.json`).
 
   Raises:
-    checkpointing.Preempted: after saving, on SIGTERM or a preemption notice.
+    preemption.Preempted: after saving, on SIGTERM or a preemption notice.
     FloatingPointError: on a non-finite loss; that state is not saved.
   """
   run = loop.setup(config, workdir)
@@ -211,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Stop the input pipeline: its threads would compete with the final
   # evaluation and with TensorFlow's summary writes.
   del train_iter
-  with checkpointing.sigterm_is_preemption('the final evaluation',
+  with preemption.sigterm_is_preemption('the final evaluation',
                                            ckpt.directory):
     if knn_monitor:
       final_step = parallel.step_of(state)

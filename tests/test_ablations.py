@@ -9,8 +9,8 @@ import jax
 import ml_collections
 import pytest
 
-from simsiam_jax import checkpointing
 from simsiam_jax import optim
+from simsiam_jax import preemption
 from simsiam_jax.experiments import ablations
 from simsiam_jax.experiments import report
 from simsiam_jax.experiments import runs as runs_lib
@@ -332,7 +332,7 @@ def test_a_failed_run_is_recorded_not_fatal_nor_retried(tmp_path, monkeypatch):
 
 
 def test_preempted_exit_code_matches_the_trainer():
-  assert runs_lib.PREEMPTED_EXIT_CODE == checkpointing.PREEMPTED_EXIT_CODE
+  assert runs_lib.PREEMPTED_EXIT_CODE == preemption.PREEMPTED_EXIT_CODE
   assert jax.device_count() == 8
 
 

@@ -18,6 +18,7 @@ from simsiam_jax import checkpointing
 from simsiam_jax.configs import default
 from simsiam_jax import optim
 from simsiam_jax import parallel
+from simsiam_jax import preemption
 from simsiam_jax import state as state_lib
 from simsiam_jax import train
 from simsiam_jax.models import simsiam
@@ -103,7 +104,7 @@ def interrupted(tmp_path_factory):
 
 def test_sigterm_saves_and_exits_with_preempted_code(interrupted):
   workdir, code, out = interrupted
-  assert code == checkpointing.PREEMPTED_EXIT_CODE, out[-3000:]
+  assert code == preemption.PREEMPTED_EXIT_CODE, out[-3000:]
   (step,) = _steps(workdir)
   assert 10 <= step < NUM_STEPS
   assert f'saved step {step}' in out
@@ -351,7 +352,7 @@ def test_sigterm_before_the_first_step_is_a_preemption(tmp_path):
       break
   out, _ = proc.communicate(timeout=300)
   out = ''.join(lines) + out
-  assert proc.returncode == checkpointing.PREEMPTED_EXIT_CODE, out[-3000:]
+  assert proc.returncode == preemption.PREEMPTED_EXIT_CODE, out[-3000:]
   assert 'SIGTERM during start-up' in out
   assert 'Traceback' not in out
   assert 'First step' not in out

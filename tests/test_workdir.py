@@ -242,7 +242,7 @@ def _four_steps_signalled():
 
 def test_sigterm_in_the_final_evaluation_is_a_preemption(tmp_path,
                                                          monkeypatch):
-  from simsiam_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import preemption  # pylint: disable=g-import-not-at-top
   from simsiam_jax.evaluation import monitor  # pylint: disable=g-import-not-at-top
   import signal  # pylint: disable=g-import-not-at-top
   config = _four_steps_signalled()
@@ -255,7 +255,7 @@ def test_sigterm_in_the_final_evaluation_is_a_preemption(tmp_path,
 
   real = monitor.KnnMonitor.__call__
   monkeypatch.setattr(monitor.KnnMonitor, '__call__', sigterm_then_score)
-  with pytest.raises(checkpointing.Preempted, match='final evaluation'):
+  with pytest.raises(preemption.Preempted, match='final evaluation'):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / workdir_lib.SUMMARY_FILE).exists()
   # The rerun finishes the evaluation from the last checkpoint, and its
@@ -383,6 +383,7 @@ def test_sigterm_after_the_last_step_check_is_a_preemption(tmp_path,
                                                            monkeypatch):
   """Once logged and then ignored: now exit 75 after the last save."""
   from simsiam_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from simsiam_jax import preemption  # pylint: disable=g-import-not-at-top
   import signal  # pylint: disable=g-import-not-at-top
   config = _four_steps_signalled()
   real_save = checkpointing.Checkpointer.save
@@ -394,7 +395,7 @@ def test_sigterm_after_the_last_step_check_is_a_preemption(tmp_path,
     return saved
 
   monkeypatch.setattr(checkpointing.Checkpointer, 'save', save_then_sigterm)
-  with pytest.raises(checkpointing.Preempted,
+  with pytest.raises(preemption.Preempted,
                      match='after the last step: saved step 4'):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / workdir_lib.SUMMARY_FILE).exists()

@@ -116,7 +116,7 @@ class KnnMonitor:
                            out_shardings=parallel.data_sharded(mesh))
     self._memo = {}  # cache key digest -> top-1, for this monitor's life
     self.known_baselines = {}  # the last `baselines()`, shown in the log line
-    self.last_confusion = None  # counts [C, C] of the last network scored by __call__
+    self.last_confusion = None  # [C, C] counts of the last `__call__`
     self.known_spread_baselines = {}  # the last `spread_baselines()`
 
   def features(self, variables, split: str, kind: str = 'inference'):

@@ -19,7 +19,7 @@ from simsiam_jax import workdir as workdir_lib
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 SUMMARY_FILE = workdir_lib.SUMMARY_FILE
-# checkpointing.PREEMPTED_EXIT_CODE (importing it would start Orbax and JAX):
+# preemption.PREEMPTED_EXIT_CODE (importing it would start JAX):
 # the run saved a checkpoint on SIGTERM and can resume.
 PREEMPTED_EXIT_CODE = 75
 
