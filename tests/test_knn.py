@@ -278,3 +278,25 @@ def test_knn_eval_per_class_averages_to_the_top1(baselines, tmp_path):
     weighted = sum(n * v for n, v in zip(counts, got) if v is not None)
     assert weighted / counts.sum() == pytest.approx(summary[top1], abs=1e-9)
   assert summary['knn_raw_pixels'] == values['knn_raw_pixels']
+
+
+def test_knn_eval_per_class_scores_the_pixels_once(baselines, tmp_path,
+                                                   monkeypatch):
+  """With no cached baselines, the raw-pixel kNN that gives knn_raw_pixels
+  also gives the pixels' per-class top-1: their features are extracted
+  once, not twice."""
+  config, mon, values = baselines
+  _, config = _saved_run(config, mon, tmp_path / 'pretrain')
+  config.knn.per_class = True
+  config.knn.cache_dir = str(tmp_path / 'cold_cache')
+  kinds = []
+  features = monitor.KnnMonitor.features
+
+  def counted(self, variables, split, kind='inference'):
+    kinds.append((split, kind))
+    return features(self, variables, split, kind)
+
+  monkeypatch.setattr(monitor.KnnMonitor, 'features', counted)
+  summary = pretrained.knn_eval(config, str(tmp_path / 'eval'))
+  assert kinds.count((config.data.train_split, 'pixels')) == 1
+  assert summary['knn_raw_pixels'] == values['knn_raw_pixels']

@@ -117,6 +117,8 @@ class KnnMonitor:
     self._memo = {}  # cache key digest -> top-1, for this monitor's life
     self.known_baselines = {}  # the last `baselines()`, shown in the log line
     self.last_confusion = None  # [C, C] counts of the last `__call__`
+    # The raw pixels' counts depend on the config alone: computed once.
+    self._pixel_confusion = None
     self.known_spread_baselines = {}  # the last `spread_baselines()`
 
   def features(self, variables, split: str, kind: str = 'inference'):
@@ -159,16 +161,22 @@ class KnnMonitor:
 
   def confusion(self, variables, kind: str = 'inference') -> np.ndarray:
     """kNN counts [C, C] (true class, predicted class) on the eval split
-    against the train split (see `features`, `knn.knn_confusion`)."""
+    against the train split (see `features`, `knn.knn_confusion`); the
+    raw pixels' (kind 'pixels') are computed once and kept."""
+    if kind == 'pixels' and self._pixel_confusion is not None:
+      return self._pixel_confusion
     kc = self.config.knn
     bank = self.features(variables, self.config.data.train_split, kind)
     test = self.features(variables, self.config.data.eval_split, kind)
     # Queries are small next to the bank: every process takes all of them.
     test = [multihost_utils.process_allgather(x, tiled=True) for x in test]
-    return knn.knn_confusion(*bank, *test, self.mesh, k=kc.k,
-                             temperature=kc.temperature,
-                             num_classes=self.num_classes,
-                             query_batch=kc.query_batch)
+    counts = knn.knn_confusion(*bank, *test, self.mesh, k=kc.k,
+                               temperature=kc.temperature,
+                               num_classes=self.num_classes,
+                               query_batch=kc.query_batch)
+    if kind == 'pixels':
+      self._pixel_confusion = counts
+    return counts
 
   def score(self, variables, kind: str = 'inference') -> float:
     """kNN top-1 on the eval split against the train split (see `features`)."""
