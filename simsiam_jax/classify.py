@@ -346,7 +346,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       at_epoch_end=at_epoch_end)
   del train_iter
   with preemption.sigterm_is_preemption('the final evaluation',
-                                           ckpt.directory):
+                                        ckpt.directory):
     return _finish(config, workdir, writer, state, progress, evaluator,
                    backbone, num_train_steps=num_train_steps,
                    steps_per_epoch=steps_per_epoch,

@@ -149,7 +149,7 @@ def main(argv):
     # evaluation) is a preemption too: exit 75, "try again". Training's own
     # watcher, inside, saves first.
     with preemption.sigterm_is_preemption('start-up or evaluation',
-                                             FLAGS.workdir):
+                                          FLAGS.workdir):
       if config.mode not in MODES:
         raise errors.ConfigError(f'config.mode must be one of '
                                  f'{sorted(MODES)}, got {config.mode!r}.')

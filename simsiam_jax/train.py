@@ -213,7 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # evaluation and with TensorFlow's summary writes.
   del train_iter
   with preemption.sigterm_is_preemption('the final evaluation',
-                                           ckpt.directory):
+                                        ckpt.directory):
     if knn_monitor:
       final_step = parallel.step_of(state)
       result = knn_monitor.evaluate(state)
