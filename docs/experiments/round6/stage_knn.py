@@ -2,7 +2,8 @@
 
 Each stage's output averaged over its map (the last stage's is the backbone's
 feature), and the last two stages' maps flattened unpooled; beside them the
-raw pixels. Clean Fashion-MNIST images, BN running averages; NumPy kNN.
+raw pixels as the monitor feeds them. Clean Fashion-MNIST images, BN running
+averages; the project's kNN (`evaluation/knn.py`).
 
   PYTHONPATH=. python docs/experiments/round6/stage_knn.py WORKDIR [STEP]
 """
@@ -15,12 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import simsiam_jax
+from simsiam_jax import parallel
 from simsiam_jax.data import device_augment
 from simsiam_jax.data import idx_files
+from simsiam_jax.evaluation import knn
 
 
 def stage_features(backbone, images, batch_size=1000):
-  """{name: [N, D]}: every stage pooled, the last two also flattened."""
+  """{name: [N, D]}: every stage pooled, the last two also flattened, and
+  the network's input flattened ('raw pixels')."""
   aug = backbone.config.data.aug
 
   @jax.jit
@@ -28,7 +32,7 @@ def stage_features(backbone, images, batch_size=1000):
     x = device_augment.network_input(x, aug)
     _, state = backbone.module.apply(variables, x, train=False,
                                      capture_intermediates=True)
-    out = {}
+    out = {'raw pixels': x.reshape(x.shape[0], -1)}
     stages = sorted(k for k in state['intermediates'] if k.startswith('layer'))
     for name in stages:
       a = state['intermediates'][name]['__call__'][0]
@@ -44,20 +48,14 @@ def stage_features(backbone, images, batch_size=1000):
           for k in parts[0]}
 
 
-def knn_top1(bank, bank_labels, queries, labels, k=200, temperature=0.1):
-  """Weighted kNN on cosine similarity, as `evaluation/knn.py`."""
-  bank = bank / np.linalg.norm(bank, axis=1, keepdims=True)
-  queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-  correct = 0
-  for i in range(0, len(queries), 500):
-    sim = queries[i:i + 500] @ bank.T
-    idx = np.argpartition(-sim, k, axis=1)[:, :k]
-    weights = np.exp(np.take_along_axis(sim, idx, 1) / temperature)
-    scores = np.zeros((len(sim), labels.max() + 1))
-    np.add.at(scores, (np.arange(len(sim))[:, None], bank_labels[idx]),
-              weights)
-    correct += (scores.argmax(1) == labels[i:i + 500]).sum()
-  return 100 * correct / len(queries)
+def knn_top1(bank, bank_labels, queries, labels, mesh):
+  """The monitor's weighted kNN (k=200, T=0.1), in percent."""
+  rows = parallel.data_sharded(mesh)
+  return 100 * knn.knn_accuracy(
+      jax.device_put(bank, rows), jax.device_put(bank_labels, rows),
+      jax.device_put(np.ones(len(bank), bool), rows), queries, labels,
+      np.ones(len(queries), bool), mesh, k=200, temperature=0.1,
+      num_classes=int(bank_labels.max()) + 1)
 
 
 def main(workdir, step=None):
@@ -69,14 +67,11 @@ def main(workdir, step=None):
   train = stage_features(backbone, x_train)
   test = stage_features(backbone, x_test)
   print(f'features in {time.time() - start:.0f} s', flush=True)
+  mesh = parallel.create_mesh()
   for name in train:
-    top1 = knn_top1(train[name], y_train, test[name], y_test)
+    top1 = knn_top1(train[name], y_train, test[name], y_test, mesh)
     print(f'{name:18s} dim {train[name].shape[1]:5d}  kNN {top1:.2f}',
           flush=True)
-  aug = backbone.config.data.aug
-  pixels = lambda x: (x.reshape(len(x), -1) / 255.0 - aug.mean[0]) / aug.std[0]
-  top1 = knn_top1(pixels(x_train), y_train, pixels(x_test), y_test)
-  print(f'{"raw pixels":18s} dim {28 * 28:5d}  kNN {top1:.2f}', flush=True)
 
 
 if __name__ == '__main__':
